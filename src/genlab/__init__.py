@@ -1,0 +1,12 @@
+"""genlab: generative models from language to images.
+
+    import genlab
+    model = genlab.load("runs/names")     # a trained run directory
+    genlab.sample("runs/names", prompt="ma", max_new_tokens=50)
+"""
+
+__version__ = "0.1.0"
+
+from genlab.api import evaluate, load, sample, train  # noqa: E402
+
+__all__ = ["__version__", "evaluate", "load", "sample", "train"]

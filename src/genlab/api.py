@@ -1,0 +1,130 @@
+"""The Python API behind the CLI: train, load, sample, evaluate. Each is a few lines over the registry,
+the model family's task and the shared trainer."""
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab import __version__
+from genlab.checkpoint import WEIGHTS, RunDir, atomic_write_json, load_weights_into
+from genlab.config import from_dict, read_config_file, split_overrides, to_dict
+from genlab.distributed import pick_device, setup, teardown
+from genlab.errors import CheckpointError, ConfigError, RunExistsError
+from genlab.registry import get_model_class
+from genlab.trainer import Trainer, TrainConfig
+
+# Options that may change when a run is resumed; anything else would make it a different run.
+RESUMABLE_OPTIONS = {"max_steps", "max_seconds", "eval_interval", "log_interval", "device", "tensorboard", "eval_batches"}
+
+
+def resolve_configs(model: str, overrides: dict[str, Any], config_file: Path | None = None) -> dict[str, Any]:
+    """Typed model/data/train configs from defaults < config file < overrides."""
+    cls = get_model_class(model)
+    sections = {"model": cls.Config, "data": cls.task.DataConfig, "train": TrainConfig}
+    derived = {f.name for f in dataclasses.fields(cls.Config) if f.metadata.get("derived")}
+    bad = derived & set(overrides)
+    if bad:
+        raise ConfigError(f"{', '.join(sorted(bad))} is decided by the data and cannot be set")
+    file_values = read_config_file(config_file) if config_file else {}
+    by_section = split_overrides(overrides, sections)
+    return {name: from_dict(cls_, {**file_values.get(name, {}), **by_section[name]}, f"{name} options")
+            for name, cls_ in sections.items()}
+
+
+def train(model: str, out: str | Path, overrides: dict[str, Any] | None = None, config_file: Path | None = None,
+          overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Train `model` into run directory `out`; returns a summary (steps, best validation loss, seconds)."""
+    overrides = dict(overrides or {})
+    cls = get_model_class(model)
+    run = RunDir(out)
+    if resume:
+        saved = run.read_config()
+        if saved["model"] != model:
+            raise CheckpointError(f"{run.path} holds a {saved['model']!r} run, not {model!r}")
+        fixed = set(overrides) - RESUMABLE_OPTIONS
+        if fixed:
+            raise ConfigError(f"cannot change {', '.join(sorted(fixed))} when resuming; "
+                              f"only {', '.join(sorted(RESUMABLE_OPTIONS))} may change")
+        cfg = {
+            "model": from_dict(cls.Config, saved["model_config"], "saved model config"),
+            "data": from_dict(cls.task.DataConfig, saved["data"], "saved data config"),
+            "train": from_dict(TrainConfig, {**saved["train"], **overrides}, "train options"),
+        }
+    else:
+        if run.exists() and not overwrite:
+            raise RunExistsError(f"run directory {run.path} already exists; pass --overwrite to replace it "
+                                 "or --resume to continue it")
+        cfg = resolve_configs(model, overrides, config_file)
+    train_cfg: TrainConfig = cfg["train"]
+    dist = setup(train_cfg.device)
+    try:
+        torch.manual_seed(train_cfg.seed)
+        prepared = cls.task.prepare(cfg["data"], cls, train_cfg, dist, run if resume else None)
+        model_cfg = dataclasses.replace(cfg["model"], **prepared.shapes)
+        torch.manual_seed(train_cfg.seed)  # the same initial weights whatever data preparation drew
+        net = cls(model_cfg)
+        torch.manual_seed(train_cfg.seed + dist.rank)  # each process its own dropout noise
+        trainer = Trainer(net, prepared.train_batch, prepared.val_data, train_cfg, dist, run)
+        if resume:
+            trainer.load_checkpoint(run)
+            if dist.is_main:
+                run.truncate_metrics(trainer.step)
+        elif dist.is_main:
+            run.prepare_new(overwrite)
+            run.write_config({
+                "genlab_version": __version__,
+                "model": model,
+                "model_config": to_dict(model_cfg),
+                "data": to_dict(cfg["data"]),
+                "train": to_dict(train_cfg),
+                "data_info": prepared.info,
+            })
+            prepared.save_artifacts(run)
+        summary = trainer.fit()
+    finally:
+        teardown()
+    return summary | {"run_dir": str(run.path), "is_main": dist.is_main}
+
+
+def load(path: str | Path, device: str = "auto") -> Any:
+    """A ready model from a run directory (or a model file such as an ARPA language model)."""
+    path = Path(path)
+    run = RunDir(path)
+    config = run.read_config()
+    try:
+        cls = get_model_class(config["model"])
+    except ConfigError:
+        raise CheckpointError(f"{path} holds a model genlab does not know: {config['model']!r}") from None
+    return cls.from_run(run, config, pick_device(device))
+
+
+def load_neural(cls: type, run: RunDir, config: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """Build `cls` from a run's saved config and load its best weights."""
+    try:
+        model_cfg = from_dict(cls.Config, config["model_config"], f"{run.path}/config.json")
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"{run.path}/config.json does not describe a {config['model']} model: {e}") from None
+    model = cls(model_cfg)
+    load_weights_into(model, run.file(WEIGHTS))
+    model.to(device).eval()
+    model.artifacts = cls.task.load_artifacts(run)
+    model.run_config = config
+    return model
+
+
+def sample(path: str | Path, **options: Any) -> Any:
+    """Sample from a trained model; options are the family's (prompt, temperature, label, ...)."""
+    model = load(path)
+    return model.task.sample(model, model.artifacts, model.run_config, **options)
+
+
+def evaluate(path: str | Path, data: str | None = None, split: str = "test", write: bool = True) -> dict[str, Any]:
+    """Held-out metrics of a trained model; also written to RUN/eval.json."""
+    model = load(path)
+    report = model.task.evaluate(model, model.artifacts, model.run_config, data=data, split=split)
+    report = {"model": model.run_config["model"], **report}
+    if write and Path(path).is_dir():
+        atomic_write_json(Path(path) / "eval.json", report)
+    return report

@@ -1,0 +1,158 @@
+"""Run directories: everything needed to load, resume, evaluate and sample, with atomic writes.
+
+    RUN/config.json            model name, model/data/train configs, data facts (split sizes, fractions)
+    RUN/tokenizer.json         the tokenizer (text models)
+    RUN/model.safetensors      best weights by validation loss (what `genlab.load` returns)
+    RUN/checkpoint.safetensors last weights + optimizer + RNG + carried state, for --resume
+    RUN/metrics.jsonl          one JSON object per log line
+
+Weights are safetensors and configs JSON: nothing in a run directory is ever unpickled.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from genlab.errors import CheckpointError, RunExistsError
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+TOKENIZER = "tokenizer.json"
+
+
+# --- atomic file writes ---
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    # Cloning breaks storage sharing (tied weights), which safetensors refuses to serialise.
+    flat = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(path, st_save(flat, metadata=metadata))
+
+
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file, turning any corruption into a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"missing file: {path}")
+    data = path.read_bytes()
+    try:
+        tensors = st_load(data)
+        from safetensors import safe_open  # metadata needs the file API
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, ValueError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({e}); retrain or restore it") from None
+    return tensors, metadata
+
+
+def load_weights_into(module: torch.nn.Module, path: Path) -> None:
+    tensors, _ = load_tensors(path)
+    try:
+        module.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path} does not fit this model (written by a different model or config): {first}") from None
+
+
+# --- run directory ---
+
+class RunDir:
+    """A training run's directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def exists(self) -> bool:
+        return self.path.exists() and any(self.path.iterdir())
+
+    def prepare_new(self, overwrite: bool) -> None:
+        """Create an empty run directory, refusing to clobber an existing one unless asked."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunExistsError(f"{self.path} exists and is not a directory")
+        if self.exists():
+            if not overwrite:
+                raise RunExistsError(
+                    f"run directory {self.path} already exists; pass --overwrite to replace it or --resume to continue it"
+                )
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def read_config(self) -> dict[str, Any]:
+        path = self.file(CONFIG)
+        if not self.path.is_dir():
+            raise CheckpointError(f"run directory not found: {self.path}")
+        if not path.is_file():
+            raise CheckpointError(f"{self.path} is not a genlab run directory (no {CONFIG})")
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path} is corrupt: {e}") from None
+        if not isinstance(config, dict) or "model" not in config:
+            raise CheckpointError(f"{path} is not a genlab run config (no 'model' entry)")
+        return config
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_json(self.file(CONFIG), config)
+
+    # metrics.jsonl is append-only during a run; resume cuts it back to the checkpoint's step.
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        with open(self.file(METRICS), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.file(METRICS)
+        if not path.is_file():
+            return []
+        records = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+        return records
+
+    def truncate_metrics(self, last_step: int) -> None:
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= last_step]
+        atomic_write_text(self.file(METRICS), "".join(json.dumps(r) + "\n" for r in kept))

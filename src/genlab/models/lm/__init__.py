@@ -1,0 +1,1 @@
+"""Neural language models: recurrent (RNN, LSTM, GRU) and the decoder-only Transformer."""

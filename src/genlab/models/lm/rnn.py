@@ -1,0 +1,94 @@
+"""Recurrent language models: Elman RNN (tanh), LSTM and GRU.
+
+References: Elman 1990 (simple recurrent network); Hochreiter & Schmidhuber 1997 (LSTM);
+Cho et al. 2014 (GRU); Zaremba, Sutskever & Vinyals 2014, "Recurrent Neural Network Regularization"
+(dropout between layers only, truncated BPTT with carried state); Press & Wolf 2017 (tied weights).
+
+    tokens (B, T) -> embedding (B, T, E) -> dropout -> RNN stack (B, T, H) -> dropout -> head (B, T, V)
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from genlab.config import option
+from genlab.errors import ConfigError
+from genlab.models.lm.base import LanguageModel, State
+from genlab.registry import register
+
+
+@dataclass
+class RecurrentConfig:
+    vocab_size: int = field(default=0, metadata={"derived": True})  # from the tokenizer
+    n_embd: int = option(256, "embedding width")
+    n_hidden: int = option(256, "hidden units per layer")
+    n_layer: int = option(2, "stacked recurrent layers")
+    dropout: float = option(0.0, "dropout on embeddings, between layers and before the head (Zaremba et al.)")
+    tie_weights: bool = option(False, "share the embedding and output matrices (needs n_embd == n_hidden)")
+
+    def validate(self) -> None:
+        if min(self.n_embd, self.n_hidden, self.n_layer) < 1:
+            raise ConfigError("n_embd, n_hidden and n_layer must be at least 1")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("--dropout must be in [0, 1)")
+        if self.tie_weights and self.n_embd != self.n_hidden:
+            raise ConfigError("--tie-weights needs --n-embd equal to --n-hidden")
+
+
+class RecurrentLM(LanguageModel):
+    Config = RecurrentConfig
+    cell: type[nn.RNNBase] = nn.RNN
+    stateful_training = True
+
+    def __init__(self, config: RecurrentConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.n_embd)
+        extra = {"nonlinearity": "tanh"} if self.cell is nn.RNN else {}
+        self.rnn = self.cell(config.n_embd, config.n_hidden, config.n_layer, batch_first=True,
+                             dropout=config.dropout if config.n_layer > 1 else 0.0, **extra)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.n_hidden, config.vocab_size)
+        if config.tie_weights:
+            self.head.weight = self.embed.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Small uniform init as in Zaremba et al.; PyTorch's default for the head is too wide for large V.
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+        if not self.config.tie_weights:
+            nn.init.uniform_(self.head.weight, -0.1, 0.1)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        # nn.RNN keeps hidden states as (layers, B, H); the LM interface keeps every state batch-first.
+        hidden = None
+        if state is not None:
+            hidden = tuple(s.transpose(0, 1).contiguous() for s in state)
+            hidden = hidden if self.cell is nn.LSTM else hidden[0]
+        out, hidden = self.rnn(self.drop(self.embed(tokens)), hidden)
+        logits = self.head(self.drop(out))
+        hidden = hidden if isinstance(hidden, tuple) else (hidden,)
+        return logits, tuple(h.transpose(0, 1) for h in hidden)
+
+
+@register("rnn")
+class RNNLM(RecurrentLM):
+    """Elman RNN with tanh units."""
+
+    cell = nn.RNN
+
+
+@register("lstm")
+class LSTMLM(RecurrentLM):
+    """Long short-term memory."""
+
+    cell = nn.LSTM
+
+
+@register("gru")
+class GRULM(RecurrentLM):
+    """Gated recurrent unit."""
+
+    cell = nn.GRU
