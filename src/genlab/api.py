@@ -13,7 +13,7 @@ from genlab.config import from_dict, read_config_file, split_overrides, to_dict
 from genlab.distributed import pick_device, setup, teardown
 from genlab.errors import CheckpointError, ConfigError, RunExistsError
 from genlab.registry import get_model_class
-from genlab.trainer import Trainer, TrainConfig
+from genlab.trainer import TrainConfig, Trainer
 
 # Options that may change when a run is resumed; anything else would make it a different run.
 RESUMABLE_OPTIONS = {"max_steps", "max_seconds", "eval_interval", "log_interval", "device", "tensorboard", "eval_batches"}

@@ -25,3 +25,7 @@ class CheckpointError(GenlabError):
 
 class RunExistsError(GenlabError):
     """Refusing to overwrite an existing run without --overwrite."""
+
+
+class TrainingError(GenlabError):
+    """Training diverged (NaN/Inf loss, or a model-specific failure such as a GAN's collapse)."""

@@ -10,6 +10,8 @@ across its models):
     model.train_step(batch, ctx) -> {metric: float}       calls ctx.optimize(name, loss) once per update
     model.evaluate(split_data, max_batches) -> {"loss": float, ...}   validation, lower loss is better
 
+`ctx.run_dir` is the run directory on the main process (None elsewhere), for models that write pictures
+while they train. A non-finite loss stops training with TrainingError; the last checkpoint is kept.
 `ctx.carry` is a dict of tensors a model keeps across steps (an RNN's hidden state for truncated BPTT);
 it is saved in checkpoints so a resumed run continues exactly.
 """
@@ -19,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +32,7 @@ from tqdm import tqdm
 from genlab.checkpoint import CHECKPOINT, WEIGHTS, RunDir, load_tensors, save_tensors
 from genlab.config import option
 from genlab.distributed import DistInfo, all_reduce_max
-from genlab.errors import CheckpointError, ConfigError
+from genlab.errors import CheckpointError, ConfigError, TrainingError
 
 
 @dataclass
@@ -99,8 +102,10 @@ class Trainable:
 class StepContext:
     """What a model's `train_step` sees: wrapped networks, an `optimize` call, carried state."""
 
-    def __init__(self, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig):
+    def __init__(self, nets: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], cfg: TrainConfig,
+                 run_dir: Path | None = None):
         self.nets = nets
+        self.run_dir = run_dir
         self.optimizers = optimizers
         self.cfg = cfg
         self.carry: dict[str, torch.Tensor] = {}
@@ -170,7 +175,7 @@ class Trainer:
         if dist.enabled:
             ids = [dist.device.index] if dist.device.type == "cuda" else None
             nets = {k: DistributedDataParallel(v, device_ids=ids) for k, v in nets.items()}
-        self.ctx = StepContext(nets, self.optimizers, cfg)
+        self.ctx = StepContext(nets, self.optimizers, cfg, self.run.path if self.run is not None else None)
         self.step = 0  # updates completed
         self.best_val = math.inf
         self.elapsed = 0.0  # training seconds before this process started (resume)
@@ -291,6 +296,11 @@ class Trainer:
                         g["lr"] = g["base_lr"] * mult
                 self.ctx.step = self.step
                 metrics = self.model.train_step(self.train_batch(self.step), self.ctx)
+                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+                if bad:
+                    where = f"; the last good checkpoint is kept in {self.run.path}" if self.run is not None else ""
+                    raise TrainingError(f"training diverged at step {self.step + 1}: {', '.join(bad)} is NaN or "
+                                        f"infinite (try a lower --lr or --grad-clip){where}")
                 self.step += 1
                 window_items += metrics.pop("items", 0.0) * self.dist.world_size
                 for k, v in {**metrics, **{f"grad_norm_{n}": g for n, g in self.ctx.grad_norms.items()}}.items():

@@ -13,8 +13,8 @@ from genlab.data.text import TextDataConfig, TokenBatches, load_corpus
 from genlab.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from genlab.distributed import DistInfo
 from genlab.errors import CheckpointError, ConfigError, DataError
-from genlab.generation import beam_search, generate
 from genlab.eval.perplexity import TokenSplit, stream_nll
+from genlab.generation import beam_search, generate
 from genlab.tasks import Prepared
 from genlab.trainer import TrainConfig
 
