@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from genlab.checkpoint import CHECKPOINT, WEIGHTS, RunDir, load_tensors, save_tensors
 from genlab.config import option
-from genlab.distributed import DistInfo, all_reduce_max
+from genlab.distributed import DistInfo, all_reduce_max, all_reduce_mean
 from genlab.errors import CheckpointError, ConfigError, TrainingError
 
 
@@ -309,7 +309,7 @@ class Trainer:
                     n = cfg.log_interval if self.step % cfg.log_interval == 0 else self.step % cfg.log_interval
                     now = time.perf_counter()
                     rate = window_items / max(now - window_t, 1e-9)
-                    means = {k: v / n for k, v in window.items()}
+                    means = {k: v / n for k, v in all_reduce_mean(window, self.dist).items()}
                     lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                     self.log({"step": self.step, "split": "train", **means, "lr": lr,
                               f"{item_name}_per_s": rate, "elapsed_s": self.elapsed_now()})
