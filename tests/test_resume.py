@@ -75,3 +75,24 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, model: str) ->
                        load_file(killed / "model.safetensors")["head.weight"])
     steps = [line for line in (killed / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
     assert len(steps) == 12  # one log line per 5 steps, none repeated after the resume
+
+
+def test_ctrl_c_saves_a_checkpoint_then_resumes(tmp_path: Path) -> None:
+    corpus = tmp_path / "names.txt"
+    corpus.write_text(TINY_TEXT * 4)
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, "train", "lstm", "--out", str(run),
+                             *options(corpus, "lstm")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at" in err and "--resume" in err and "Traceback" not in err
+    step = checkpoint_step(run)
+    assert 0 < step < 60
+    r = run_cli("train", "lstm", "--out", str(run), "--resume")
+    assert r.returncode == 0, r.stderr
+    assert checkpoint_step(run) == 60

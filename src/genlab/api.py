@@ -2,6 +2,7 @@
 the model family's task and the shared trainer."""
 
 import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,14 @@ def train(model: str, out: str | Path, overrides: dict[str, Any] | None = None, 
         if fixed:
             raise ConfigError(f"cannot change {', '.join(sorted(fixed))} when resuming; "
                               f"only {', '.join(sorted(RESUMABLE_OPTIONS))} may change")
-        cfg = {
-            "model": from_dict(cls.Config, saved["model_config"], "saved model config"),
-            "data": from_dict(cls.task.DataConfig, saved["data"], "saved data config"),
-            "train": from_dict(TrainConfig, {**saved["train"], **overrides}, "train options"),
-        }
+        try:
+            cfg = {
+                "model": from_dict(cls.Config, saved["model_config"], "saved model config"),
+                "data": from_dict(cls.task.DataConfig, saved["data"], "saved data config"),
+                "train": from_dict(TrainConfig, {**saved["train"], **overrides}, "train options"),
+            }
+        except KeyError as e:
+            raise CheckpointError(f"{run.path}/config.json lacks its {e} section; the run cannot be resumed") from None
     else:
         if run.exists() and not overwrite:
             raise RunExistsError(f"run directory {run.path} already exists; pass --overwrite to replace it "
@@ -117,14 +121,50 @@ def load_neural(cls: type, run: RunDir, config: dict[str, Any], device: torch.de
 def sample(path: str | Path, **options: Any) -> Any:
     """Sample from a trained model; options are the family's (prompt, temperature, label, ...)."""
     model = load(path)
+    if "run_dir" in inspect.signature(model.task.sample).parameters:
+        options.setdefault("run_dir", Path(path))  # where image tasks put their grid by default
     return model.task.sample(model, model.artifacts, model.run_config, **options)
 
 
-def evaluate(path: str | Path, data: str | None = None, split: str = "test", write: bool = True) -> dict[str, Any]:
-    """Held-out metrics of a trained model; also written to RUN/eval.json."""
+def evaluate(path: str | Path, data: str | None = None, split: str = "test", write: bool = True,
+             **options: Any) -> dict[str, Any]:
+    """Held-out metrics of a trained model; also written to RUN/eval.json (and RUN/eval.md when the task
+    has a `write_report` hook). `options` are the family's (num_samples, iwae_samples for image models)."""
     model = load(path)
-    report = model.task.evaluate(model, model.artifacts, model.run_config, data=data, split=split)
+    _check_options(model.task.evaluate, options, model.run_config["model"])
+    report = model.task.evaluate(model, model.artifacts, model.run_config, data=data, split=split, **options)
     report = {"model": model.run_config["model"], **report}
     if write and Path(path).is_dir():
         atomic_write_json(Path(path) / "eval.json", report)
+        write_report = getattr(model.task, "write_report", None)
+        if write_report is not None:
+            write_report(model, model.artifacts, model.run_config, Path(path), report)
     return report
+
+
+def reconstruct(path: str | Path, **options: Any) -> dict[str, Any]:
+    """A grid of held-out images and their reconstructions (models with an encoder); default RUN/reconstructions.png."""
+    return _image_command(path, "reconstruct", options)
+
+
+def interpolate(path: str | Path, **options: Any) -> dict[str, Any]:
+    """A grid of latent walks between pairs of held-out images; default RUN/interpolations.png."""
+    return _image_command(path, "interpolate", options)
+
+
+def _image_command(path: str | Path, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    model = load(path)
+    fn = getattr(model.task, name, None)
+    if fn is None:
+        raise ConfigError(f"`genlab {name}` applies to image models; {model.run_config['model']!r} is not one")
+    return fn(model, model.artifacts, model.run_config, Path(path), **options)
+
+
+def _check_options(fn: Any, options: dict[str, Any], model: str) -> None:
+    """ConfigError naming the first option that `fn` does not take."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    bad = sorted(set(options) - set(params))
+    if bad:
+        raise ConfigError(f"--{bad[0].replace('_', '-')} does not apply to {model!r} models")

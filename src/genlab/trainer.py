@@ -279,7 +279,9 @@ class Trainer:
             self.tb = SummaryWriter(str(self.run.file("tb")))
         self._t0 = time.perf_counter()
         self.model.train()
-        bar = tqdm(total=cfg.max_steps, initial=self.step, disable=not self.dist.is_main,
+        # Under a time budget the step count is not known in advance: the bar counts steps without a total.
+        bar = tqdm(total=cfg.max_steps if cfg.max_seconds is None else None, initial=self.step,
+                   disable=not self.dist.is_main,
                    dynamic_ncols=True, mininterval=0.5, unit="step")
         item_name = getattr(self.model, "item_name", "samples")
         window: dict[str, float] = {}
