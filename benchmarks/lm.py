@@ -88,7 +88,8 @@ def main() -> None:
     print("\n| run | params | train s | tokens/s | steps | valid nats/tok | valid ppl | test ppl |")
     print("|---|---|---|---|---|---|---|---|")
     for r in merged.values():
-        print(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['train_seconds']} | {r['tokens_per_s']:,} | {r['steps']} "
+        print(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['train_seconds']} | {r['tokens_per_s']:,} "
+              f"| {r['steps']} "
               f"| {r['valid_nats_per_token']} | {r['valid_perplexity']} | {r.get('test_perplexity', '—')} |")
 
 

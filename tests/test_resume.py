@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 
 from tests.helpers import TINY_TEXT, run_cli
 
-
 SLOW_CLI = """
 import sys, time
 from genlab.data.text import TokenBatches

@@ -17,7 +17,8 @@ from genlab.registry import get_model_class
 from genlab.trainer import TrainConfig, Trainer
 
 # Options that may change when a run is resumed; anything else would make it a different run.
-RESUMABLE_OPTIONS = {"max_steps", "max_seconds", "eval_interval", "log_interval", "device", "tensorboard", "eval_batches"}
+RESUMABLE_OPTIONS = {"max_steps", "max_seconds", "eval_interval", "eval_batches", "log_interval", "device",
+                     "tensorboard"}
 
 
 def resolve_configs(model: str, overrides: dict[str, Any], config_file: Path | None = None) -> dict[str, Any]:

@@ -90,7 +90,9 @@ def load_weights_into(module: torch.nn.Module, path: Path) -> None:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{path} does not fit this model (written by a different model or config): {first}") from None
+        raise CheckpointError(
+            f"{path} does not fit this model (written by a different model or config): {first}"
+        ) from None
 
 
 # --- run directory ---
@@ -114,7 +116,8 @@ class RunDir:
         if self.exists():
             if not overwrite:
                 raise RunExistsError(
-                    f"run directory {self.path} already exists; pass --overwrite to replace it or --resume to continue it"
+                    f"run directory {self.path} already exists; "
+                    "pass --overwrite to replace it or --resume to continue it"
                 )
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)

@@ -136,7 +136,8 @@ def _optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
     return tensors, groups
 
 
-def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+def _load_optimizer(name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                    groups: list[dict]) -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
     prefix = f"optim.{name}."
     for key, value in tensors.items():

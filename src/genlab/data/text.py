@@ -25,7 +25,8 @@ class TextDataConfig:
     data: str = option("names", "a .txt file, a folder of .txt files, or a built-in name (see `genlab data list`)")
     tokenizer: str = option("char", "char, word or bpe")
     lowercase: bool = option(False, "word/bpe tokenizers: lower-case the text first")
-    max_vocab: int | None = option(None, "word: keep this many most frequent words (others become <unk>); bpe: vocabulary size (default 2000)")
+    max_vocab: int | None = option(None, "word: keep the most frequent words, others become <unk>; "
+                                         "bpe: vocabulary size (default 2000)")
     split: str = option("auto", "line, block, or auto (by line when the text has no blank lines)")
     valid_fraction: float = option(0.1, "fraction of the corpus held out for validation")
     test_fraction: float = option(0.1, "fraction of the corpus held out for testing")
@@ -99,7 +100,9 @@ def read_text_file(path: Path) -> str:
     try:
         return data.decode("utf-8").replace("\r\n", "\n")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it, e.g. with iconv") from None
+        raise DataError(
+            f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it, e.g. with iconv"
+        ) from None
 
 
 def _split_files(folder: Path) -> dict[str, Path] | None:
