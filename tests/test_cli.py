@@ -57,7 +57,7 @@ def test_eval_reports_table_and_json(run_dir: Path) -> None:
     r = run_cli("eval", str(run_dir), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["split"] == "test" and report["perplexity"] > 1
+    assert "(test split)" in report["data"] and report["perplexity"] > 1
     assert abs(report["bits_per_char"] - report["cross_entropy_nats"] / 0.6931471805599453) < 1e-9  # char level
     assert json.loads((run_dir / "eval.json").read_text()) == report
     assert "perplexity" in run_cli("eval", str(run_dir)).stdout
@@ -111,7 +111,7 @@ def test_corrupt_and_truncated_checkpoints(run_dir: Path, tmp_path: Path) -> Non
     assert_clean_error(run_cli("sample", str(broken)), "corrupt or truncated")
     (broken / "config.json").write_text("{not json")
     assert_clean_error(run_cli("eval", str(broken)), "corrupt")
-    assert_clean_error(run_cli("sample", str(tmp_path / "nowhere")), "not found")
+    assert_clean_error(run_cli("sample", str(tmp_path / "nowhere")), "no run directory")
 
 
 def test_run_from_a_different_model(run_dir: Path, tmp_path: Path, corpus: Path) -> None:

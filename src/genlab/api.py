@@ -8,23 +8,24 @@ from typing import Any
 
 import torch
 
-from genlab import __version__
 from genlab.checkpoint import WEIGHTS, RunDir, atomic_write_json, load_weights_into
-from genlab.config import from_dict, read_config_file, split_overrides, to_dict
-from genlab.distributed import pick_device, setup, teardown
+from genlab.config import from_dict, read_config_file, split_overrides
+from genlab.distributed import pick_device
 from genlab.errors import CheckpointError, ConfigError, RunExistsError
 from genlab.registry import get_model_class
-from genlab.trainer import TrainConfig, Trainer
 
 # Options that may change when a run is resumed; anything else would make it a different run.
 RESUMABLE_OPTIONS = {"max_steps", "max_seconds", "eval_interval", "eval_batches", "log_interval", "device",
                      "tensorboard"}
 
 
+SAVED_SECTION = {"model": "model_config"}  # config.json key of each config section, where it differs
+
+
 def resolve_configs(model: str, overrides: dict[str, Any], config_file: Path | None = None) -> dict[str, Any]:
-    """Typed model/data/train configs from defaults < config file < overrides."""
+    """Typed configs (model, data, and train for trained models) from defaults < config file < overrides."""
     cls = get_model_class(model)
-    sections = {"model": cls.Config, "data": cls.task.DataConfig, "train": TrainConfig}
+    sections = cls.task.config_sections(cls)
     derived = {f.name for f in dataclasses.fields(cls.Config) if f.metadata.get("derived")}
     bad = derived & set(overrides)
     if bad:
@@ -35,6 +36,24 @@ def resolve_configs(model: str, overrides: dict[str, Any], config_file: Path | N
             for name, cls_ in sections.items()}
 
 
+def saved_configs(cls: type, run: RunDir, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The configs a run was trained with, for --resume; only RESUMABLE_OPTIONS may be overridden."""
+    saved = run.read_config()
+    if saved["model"] != cls.registry_name:
+        raise CheckpointError(f"{run.path} holds a {saved['model']!r} run, not {cls.registry_name!r}")
+    fixed = set(overrides) - RESUMABLE_OPTIONS
+    if fixed:
+        raise ConfigError(f"cannot change {', '.join(sorted(fixed))} when resuming; "
+                          f"only {', '.join(sorted(RESUMABLE_OPTIONS))} may change")
+    sections = cls.task.config_sections(cls)
+    try:
+        values = {name: saved[SAVED_SECTION.get(name, name)] for name in sections}
+    except KeyError as e:
+        raise CheckpointError(f"{run.path}/config.json lacks its {e} section; the run cannot be resumed") from None
+    values["train"] = {**values.get("train", {}), **overrides}
+    return {name: from_dict(cls_, values[name], f"saved {name} config") for name, cls_ in sections.items()}
+
+
 def train(model: str, out: str | Path, overrides: dict[str, Any] | None = None, config_file: Path | None = None,
           overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train `model` into run directory `out`; returns a summary (steps, best validation loss, seconds)."""
@@ -42,60 +61,20 @@ def train(model: str, out: str | Path, overrides: dict[str, Any] | None = None, 
     cls = get_model_class(model)
     run = RunDir(out)
     if resume:
-        saved = run.read_config()
-        if saved["model"] != model:
-            raise CheckpointError(f"{run.path} holds a {saved['model']!r} run, not {model!r}")
-        fixed = set(overrides) - RESUMABLE_OPTIONS
-        if fixed:
-            raise ConfigError(f"cannot change {', '.join(sorted(fixed))} when resuming; "
-                              f"only {', '.join(sorted(RESUMABLE_OPTIONS))} may change")
-        try:
-            cfg = {
-                "model": from_dict(cls.Config, saved["model_config"], "saved model config"),
-                "data": from_dict(cls.task.DataConfig, saved["data"], "saved data config"),
-                "train": from_dict(TrainConfig, {**saved["train"], **overrides}, "train options"),
-            }
-        except KeyError as e:
-            raise CheckpointError(f"{run.path}/config.json lacks its {e} section; the run cannot be resumed") from None
+        cfg = saved_configs(cls, run, overrides)
     else:
         if run.exists() and not overwrite:
             raise RunExistsError(f"run directory {run.path} already exists; pass --overwrite to replace it "
                                  "or --resume to continue it")
         cfg = resolve_configs(model, overrides, config_file)
-    train_cfg: TrainConfig = cfg["train"]
-    dist = setup(train_cfg.device)
-    try:
-        torch.manual_seed(train_cfg.seed)
-        prepared = cls.task.prepare(cfg["data"], cls, train_cfg, dist, run if resume else None)
-        model_cfg = dataclasses.replace(cfg["model"], **prepared.shapes)
-        torch.manual_seed(train_cfg.seed)  # the same initial weights whatever data preparation drew
-        net = cls(model_cfg)
-        torch.manual_seed(train_cfg.seed + dist.rank)  # each process its own dropout noise
-        trainer = Trainer(net, prepared.train_batch, prepared.val_data, train_cfg, dist, run)
-        if resume:
-            trainer.load_checkpoint(run)
-            if dist.is_main:
-                run.truncate_metrics(trainer.step)
-        elif dist.is_main:
-            run.prepare_new(overwrite)
-            run.write_config({
-                "genlab_version": __version__,
-                "model": model,
-                "model_config": to_dict(model_cfg),
-                "data": to_dict(cfg["data"]),
-                "train": to_dict(train_cfg),
-                "data_info": prepared.info,
-            })
-            prepared.save_artifacts(run)
-        summary = trainer.fit()
-    finally:
-        teardown()
-    return summary | {"run_dir": str(run.path), "is_main": dist.is_main}
+    return cls.task.train(model, cls, cfg, run, overwrite, resume)
 
 
 def load(path: str | Path, device: str = "auto") -> Any:
     """A ready model from a run directory (or a model file such as an ARPA language model)."""
     path = Path(path)
+    if path.is_file():
+        return load_file(path)
     run = RunDir(path)
     config = run.read_config()
     try:
@@ -103,6 +82,26 @@ def load(path: str | Path, device: str = "auto") -> Any:
     except ConfigError:
         raise CheckpointError(f"{path} holds a model genlab does not know: {config['model']!r}") from None
     return cls.from_run(run, config, pick_device(device))
+
+
+# A model file genlab reads without a run directory: name ending -> registered model that reads it.
+MODEL_FILES = {".arpa": "ngram", ".arpa.gz": "ngram"}
+
+
+def load_file(path: Path) -> Any:
+    """A model from a single file (an ARPA language model from KenLM, SRILM or genlab)."""
+    for ending, name in MODEL_FILES.items():
+        if path.name.endswith(ending):
+            return get_model_class(name).from_file(path)
+    raise CheckpointError(f"{path} is a file; genlab loads run directories and {', '.join(MODEL_FILES)} files")
+
+
+def export(path: str | Path, fmt: str = "arpa", out: str | Path | None = None) -> Path:
+    """Write the model at `path` in format `fmt` (n-gram models: ARPA); returns the file written."""
+    model = load(path)
+    target = Path(out) if out is not None else Path(path) / f"model.{fmt}"
+    model.task.export(model, target, fmt)
+    return target
 
 
 def load_neural(cls: type, run: RunDir, config: dict[str, Any], device: torch.device) -> torch.nn.Module:

@@ -125,7 +125,7 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         path = self.file(CONFIG)
         if not self.path.is_dir():
-            raise CheckpointError(f"run directory not found: {self.path}")
+            raise CheckpointError(f"no run directory or model file at {self.path}")
         if not path.is_file():
             raise CheckpointError(f"{self.path} is not a genlab run directory (no {CONFIG})")
         try:

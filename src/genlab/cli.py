@@ -53,11 +53,8 @@ def train(
     `--max-steps 2000`, `--n-layer 4` (`genlab models show MODEL` lists them)."""
     summary = api.train(model, out or Path("runs") / model, parse_options(ctx.args), config, overwrite, resume)
     if summary["is_main"]:
-        state = "interrupted at" if summary["interrupted"] else "finished after"
-        typer.echo(f"{state} {summary['steps']} steps ({summary['train_seconds']:.0f} s); "
-                   f"best validation loss {summary['best_val']:.4f}; run directory: {summary['run_dir']}", err=True)
-        if summary["interrupted"]:
-            typer.echo(f"resume with: genlab train {model} --out {summary['run_dir']} --resume", err=True)
+        typer.echo(summary["message"], err=True)
+        if summary.get("interrupted"):
             raise typer.Exit(130)
 
 
@@ -71,11 +68,42 @@ def sample(
     top_p: Annotated[float | None, typer.Option(help="nucleus sampling: smallest set with this probability")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed, for reproducible samples")] = None,
     beam: Annotated[int | None, typer.Option(help="beam search with this many beams instead of sampling")] = None,
+    label: Annotated[str | None, typer.Option(help="image models trained --conditional: class name or index")] = None,
+    num_samples: Annotated[int | None, typer.Option(help="image models: images to generate [default: 64]")] = None,
+    out: Annotated[Path | None, typer.Option(help="image models: grid PNG [default: RUN/samples.png]")] = None,
+    npz: Annotated[Path | None, typer.Option(help="image models: also write the raw uint8 samples here")] = None,
 ) -> None:
-    """Generate from a trained model, streaming text to the terminal."""
-    api.sample(run, prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-               top_p=top_p, seed=seed, beam=beam)
-    typer.echo()
+    """Generate from a trained model: text streams to the terminal; images go to a PNG grid."""
+    image = {k: v for k, v in {"num_samples": num_samples, "out_path": out, "npz": npz}.items() if v is not None}
+    result = api.sample(run, prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                        top_p=top_p, seed=seed, beam=beam, label=label, **image)
+    if isinstance(result, str):
+        typer.echo()
+
+
+@app.command()
+def reconstruct(
+    run: Annotated[Path, typer.Argument(help="run directory of a model with an encoder (a VAE)")],
+    num_images: Annotated[int, typer.Option(help="held-out images to reconstruct")] = 32,
+    split: Annotated[str, typer.Option(help="train, valid or test")] = "test",
+    out: Annotated[Path | None, typer.Option(help="grid PNG [default: RUN/reconstructions.png]")] = None,
+    seed: Annotated[int, typer.Option(help="which images are drawn")] = 0,
+) -> None:
+    """A grid of held-out images (odd rows) and their reconstructions (even rows)."""
+    api.reconstruct(run, num_images=num_images, split=split, out_path=out, seed=seed)
+
+
+@app.command()
+def interpolate(
+    run: Annotated[Path, typer.Argument(help="run directory of a model with an encoder (a VAE)")],
+    pairs: Annotated[int, typer.Option(help="pairs of held-out images, one row each")] = 4,
+    steps: Annotated[int, typer.Option(help="points on each latent walk, ends included")] = 10,
+    split: Annotated[str, typer.Option(help="train, valid or test")] = "test",
+    out: Annotated[Path | None, typer.Option(help="grid PNG [default: RUN/interpolations.png]")] = None,
+    seed: Annotated[int, typer.Option(help="which images are drawn")] = 0,
+) -> None:
+    """Latent walks between pairs of held-out images: each row goes from one image to the other."""
+    api.interpolate(run, pairs=pairs, steps=steps, split=split, out_path=out, seed=seed)
 
 
 @app.command(name="eval")
@@ -84,14 +112,21 @@ def evaluate(
     data: Annotated[str | None, typer.Option(help="evaluate on this source instead of the training data")] = None,
     split: Annotated[str, typer.Option(help="train, valid or test")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    num_samples: Annotated[int | None, typer.Option(help="image models: samples for FD/KID/precision/recall "
+                                                         "[default: 1000]")] = None,
+    iwae_samples: Annotated[int | None, typer.Option(help="VAEs: importance samples k of the IWAE bound "
+                                                          "[default: 64]")] = None,
 ) -> None:
-    """Held-out metrics of a trained model, as a table and in RUN/eval.json."""
-    report = api.evaluate(run, data=data, split=split)
+    """Held-out metrics of a trained model, as a table and in RUN/eval.json (image models: also RUN/eval.md)."""
+    extra = {k: v for k, v in {"num_samples": num_samples, "iwae_samples": iwae_samples}.items() if v is not None}
+    report = api.evaluate(run, data=data, split=split, **extra)
     typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 
 
 def format_table(report: dict[str, Any]) -> str:
-    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in report.items()]
+    flat = {f"{k}[{kk}]" if isinstance(v, dict) else k: vv
+            for k, v in report.items() for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)])}
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in flat.items()]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -146,13 +181,23 @@ def models_list() -> None:
 def models_show(model: Annotated[str, typer.Argument(help="model name")]) -> None:
     """Options of MODEL (model, data and training), with defaults."""
     from genlab.registry import get_model_class
-    from genlab.trainer import TrainConfig
 
     cls = get_model_class(model)
-    for title, config in (("model", cls.Config), ("data", cls.task.DataConfig), ("train", TrainConfig)):
+    for title, config in cls.task.config_sections(cls).items():
         typer.echo(f"{title} options:")
         for name, default, help_text in describe(config):
             typer.echo(f"  --{name.replace('_', '-'):<18} {default:<10} {help_text}")
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run directory of an n-gram model")],
+    out: Annotated[Path | None, typer.Option(help="output file (.gz compresses) [default: RUN/model.arpa]")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="arpa")] = "arpa",
+) -> None:
+    """Write a model in a standard format: n-gram models as ARPA files that KenLM and SRILM read."""
+    path = api.export(run, fmt, out)
+    typer.echo(f"wrote {path}", err=True)
 
 
 def main() -> None:

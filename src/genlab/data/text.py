@@ -6,6 +6,7 @@ validates, the last tests, as nanoGPT does for Tiny Shakespeare). A folder holdi
 `*train*.txt`, `*valid*.txt` and `*test*.txt` (Penn Treebank's layout) keeps its own splits.
 """
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ SPLIT_SEED = 0  # fixed so that a corpus splits the same way whatever the traini
 
 
 @dataclass
-class TextDataConfig:
+class TextSourceConfig:
+    """Where text comes from, how it is split and tokenized (shared by neural and n-gram models)."""
+
     data: str = option("names", "a .txt file, a folder of .txt files, or a built-in name (see `genlab data list`)")
     tokenizer: str = option("char", "char, word or bpe")
     lowercase: bool = option(False, "word/bpe tokenizers: lower-case the text first")
@@ -30,7 +33,6 @@ class TextDataConfig:
     split: str = option("auto", "line, block, or auto (by line when the text has no blank lines)")
     valid_fraction: float = option(0.1, "fraction of the corpus held out for validation")
     test_fraction: float = option(0.1, "fraction of the corpus held out for testing")
-    seq_len: int = option(64, "tokens per training window (the Transformer's context length)")
 
     def validate(self) -> None:
         if self.split not in ("auto", "line", "block"):
@@ -38,6 +40,14 @@ class TextDataConfig:
         if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.valid_fraction + self.test_fraction < 1):
             raise ConfigError("--valid-fraction and --test-fraction must be in [0, 1) and sum to less than 1")
+
+
+@dataclass
+class TextDataConfig(TextSourceConfig):
+    seq_len: int = option(64, "tokens per training window (the Transformer's context length)")
+
+    def validate(self) -> None:
+        super().validate()
         if self.seq_len < 1:
             raise ConfigError("--seq-len must be at least 1")
 
@@ -130,7 +140,7 @@ def _split_blocks(text: str, valid_fraction: float, test_fraction: float) -> tup
     return text[:a], text[a:b], text[b:]
 
 
-def load_corpus(cfg: TextDataConfig) -> TextCorpus:
+def load_corpus(cfg: TextSourceConfig) -> TextCorpus:
     """Load `cfg.data` and split it as configured."""
     source = cfg.data
     path = Path(source).expanduser()
@@ -158,6 +168,19 @@ def load_corpus(cfg: TextDataConfig) -> TextCorpus:
     if not train.strip():
         raise DataError(f"{source}: the training split is empty; the corpus is too small to split")
     return TextCorpus(source, train, valid, test, mode, fractions)
+
+
+def evaluation_text(cfg: TextSourceConfig, data: str | None, split: str) -> tuple[str, str]:
+    """(source, text) to evaluate on: a file given with --data is scored whole; otherwise `split` of the
+    corpus (the training corpus, or a --data folder or built-in set, split the same way)."""
+    if data is not None and Path(data).expanduser().is_file():
+        return data, read_text_file(Path(data).expanduser())
+    source = data if data is not None else cfg.data
+    corpus = load_corpus(dataclasses.replace(cfg, data=source))
+    text = corpus.part(split)
+    if not text.strip():
+        raise DataError(f"the {split} split of {source} is empty; choose another --split")
+    return f"{source} ({split} split)", text
 
 
 # --- batches ---

@@ -3,15 +3,26 @@ sample and how to evaluate. The training loop (genlab.trainer) and the run orche
 never ask which family they hold; they call the family's task.
 
     task.DataConfig                                   options of the family's data (a dataclass)
+    task.config_sections(model_cls) -> {name: dataclass}   the option sections (model, data[, train])
+    task.train(name, model_cls, configs, run, overwrite, resume) -> summary
     task.prepare(data_cfg, model_cls, train_cfg, dist, run=None) -> Prepared
     task.load_artifacts(run) -> artifacts             e.g. the tokenizer
     task.sample(model, artifacts, config, **options)  writes to the terminal or files
     task.evaluate(model, artifacts, config, data, split) -> report dict
 """
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import torch
+
+from genlab import __version__
+from genlab.checkpoint import RunDir
+from genlab.config import to_dict
+from genlab.distributed import setup, teardown
+from genlab.trainer import TrainConfig, Trainer
 
 
 @dataclass
@@ -24,3 +35,58 @@ class Prepared:
     info: dict[str, Any]  # facts recorded in config.json (source, split sizes and fractions)
     artifacts: Any = None  # saved beside the weights (tokenizer, class names)
     save_artifacts: Callable[[Any], None] = field(default=lambda run: None)
+
+
+class NeuralTask:
+    """Base of the families trained by gradient steps: runs `prepare` and the shared Trainer."""
+
+    DataConfig: type
+
+    def config_sections(self, model_cls: type) -> dict[str, type]:
+        return {"model": model_cls.Config, "data": self.DataConfig, "train": TrainConfig}
+
+    def prepare(self, data_cfg: Any, model_cls: type, train_cfg: TrainConfig, dist: Any,
+                run: RunDir | None = None) -> Prepared:
+        raise NotImplementedError
+
+    def train(self, name: str, model_cls: type, cfg: dict[str, Any], run: RunDir, overwrite: bool,
+              resume: bool) -> dict[str, Any]:
+        train_cfg: TrainConfig = cfg["train"]
+        dist = setup(train_cfg.device)
+        try:
+            torch.manual_seed(train_cfg.seed)
+            prepared = self.prepare(cfg["data"], model_cls, train_cfg, dist, run if resume else None)
+            model_cfg = dataclasses.replace(cfg["model"], **prepared.shapes)
+            torch.manual_seed(train_cfg.seed)  # the same initial weights whatever data preparation drew
+            model = model_cls(model_cfg)
+            torch.manual_seed(train_cfg.seed + dist.rank)  # each process its own dropout noise
+            trainer = Trainer(model, prepared.train_batch, prepared.val_data, train_cfg, dist, run)
+            if resume:
+                trainer.load_checkpoint(run)
+                if dist.is_main:
+                    run.truncate_metrics(trainer.step)
+            elif dist.is_main:
+                run.prepare_new(overwrite)
+                run.write_config({
+                    "genlab_version": __version__,
+                    "model": name,
+                    "model_config": to_dict(model_cfg),
+                    "data": to_dict(cfg["data"]),
+                    "train": to_dict(train_cfg),
+                    "data_info": prepared.info,
+                })
+                prepared.save_artifacts(run)
+            summary = trainer.fit()
+        finally:
+            teardown()
+        state = "interrupted at" if summary["interrupted"] else "finished after"
+        message = (f"{state} {summary['steps']} steps ({summary['train_seconds']:.0f} s); best validation loss "
+                   f"{summary['best_val']:.4f}; run directory: {run.path}")
+        if summary["interrupted"]:
+            message += f"\nresume with: genlab train {name} --out {run.path} --resume"
+        return summary | {"run_dir": str(run.path), "is_main": dist.is_main, "message": message}
+
+    def export(self, model: Any, path: Any, fmt: str) -> None:
+        from genlab.errors import ConfigError
+
+        raise ConfigError("only n-gram models export to other formats (arpa); neural runs are safetensors already")

@@ -9,13 +9,13 @@ import torch
 
 from genlab.checkpoint import TOKENIZER, RunDir, atomic_write_json
 from genlab.config import from_dict
-from genlab.data.text import TextDataConfig, TokenBatches, load_corpus
+from genlab.data.text import TextDataConfig, TokenBatches, evaluation_text, load_corpus
 from genlab.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
 from genlab.distributed import DistInfo
-from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.errors import CheckpointError, ConfigError
 from genlab.eval.perplexity import TokenSplit, stream_nll
 from genlab.generation import beam_search, generate
-from genlab.tasks import Prepared
+from genlab.tasks import NeuralTask, Prepared
 from genlab.trainer import TrainConfig
 
 EVAL_STREAMS = 16
@@ -30,7 +30,7 @@ def start_ids(tokenizer: Tokenizer) -> list[int]:
     return tokenizer.encode("\n")[-1:]
 
 
-class TextLMTask:
+class TextLMTask(NeuralTask):
     DataConfig = TextDataConfig
 
     def prepare(self, data_cfg: TextDataConfig, model_cls: type, train_cfg: TrainConfig, dist: DistInfo,
@@ -95,12 +95,7 @@ class TextLMTask:
                  split: str = "test") -> dict[str, Any]:
         """Held-out cross-entropy (nats/token), perplexity and bits per character on a whole split."""
         data_cfg = from_dict(TextDataConfig, config["data"], "saved data config")
-        if data is not None:
-            data_cfg.data = data
-        corpus = load_corpus(data_cfg)
-        text = corpus.part(split)
-        if not text.strip():
-            raise DataError(f"the {split} split of {data_cfg.data} is empty; choose another --split")
+        source, text = evaluation_text(data_cfg, data, split)
         tokens = encode_split(tokenizer, text)
         device = next(model.parameters()).device
         tokens = tokens.to(device)
@@ -108,8 +103,7 @@ class TextLMTask:
         nll, count = stream_nll(model, tokens, data_cfg.seq_len, EVAL_STREAMS)
         ce = nll / count
         return {
-            "data": data_cfg.data,
-            "split": split,
+            "data": source,
             "tokens": count,
             "characters": len(text),
             "cross_entropy_nats": ce,
