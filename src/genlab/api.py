@@ -32,7 +32,9 @@ def resolve_configs(model: str, overrides: dict[str, Any], config_file: Path | N
         raise ConfigError(f"{', '.join(sorted(bad))} is decided by the data and cannot be set")
     file_values = read_config_file(config_file) if config_file else {}
     by_section = split_overrides(overrides, sections)
-    return {name: from_dict(cls_, {**file_values.get(name, {}), **by_section[name]}, f"{name} options")
+    family_defaults = {"train": getattr(cls, "train_defaults", {})}  # e.g. a GAN's lr and schedule
+    return {name: from_dict(cls_, {**family_defaults.get(name, {}), **file_values.get(name, {}), **by_section[name]},
+                            f"{name} options")
             for name, cls_ in sections.items()}
 
 

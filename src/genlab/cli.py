@@ -133,11 +133,11 @@ def format_table(report: dict[str, Any]) -> str:
 
 @app.command()
 def demo(
-    seconds: Annotated[float, typer.Option(help="training time budget")] = 120.0,
-    out: Annotated[Path, typer.Option(help="run directory (replaced on each demo run)")] = Path("runs/demo-names"),
+    seconds: Annotated[float, typer.Option(help="training time of each model")] = 120.0,
+    out: Annotated[Path, typer.Option(help="folder of the demo runs (replaced on each demo run)")] = Path("runs/demo"),
 ) -> None:
-    """Train a character-level Transformer on the built-in `names` for about two minutes, then print 20 new
-    names and the test perplexity."""
+    """Train a character-level Transformer on the built-in `names` (print 20 new names and the test perplexity)
+    and a VAE on `mnist5k` (write a sample grid, report test likelihood), each for about two minutes."""
     from genlab.demo import run_demo
 
     run_demo(out, seconds)
@@ -185,7 +185,8 @@ def models_show(model: Annotated[str, typer.Argument(help="model name")]) -> Non
     cls = get_model_class(model)
     for title, config in cls.task.config_sections(cls).items():
         typer.echo(f"{title} options:")
-        for name, default, help_text in describe(config):
+        defaults = getattr(cls, "train_defaults", {}) if title == "train" else {}
+        for name, default, help_text in describe(config, defaults):
             typer.echo(f"  --{name.replace('_', '-'):<18} {default:<10} {help_text}")
 
 

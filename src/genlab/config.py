@@ -85,14 +85,15 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def describe(cls: type) -> list[tuple[str, str, str]]:
-    """(name, default, help) for every option of a config dataclass."""
+def describe(cls: type, defaults: dict[str, Any] | None = None) -> list[tuple[str, str, str]]:
+    """(name, default, help) for every option of a config dataclass; `defaults` replace field defaults."""
+    defaults = defaults or {}
     rows = []
     for f in dataclasses.fields(cls):
         if not f.init or f.metadata.get("derived"):
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        rows.append((f.name, repr(default), f.metadata.get("help", "")))
+        rows.append((f.name, repr(defaults.get(f.name, default)), f.metadata.get("help", "")))
     return rows
 
 

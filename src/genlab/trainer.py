@@ -84,6 +84,7 @@ class Trainable:
     """Defaults of the trainer contract; models mix this in and override what they need."""
 
     item_name = "samples"  # what the progress bar counts per second
+    train_defaults: dict[str, Any] = {}  # TrainConfig values this family needs by default (a GAN's lr, ...)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"model": self}  # type: ignore[dict-item]

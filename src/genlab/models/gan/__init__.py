@@ -1,0 +1,1 @@
+"""Generative adversarial networks: MLP and DCGAN generators/discriminators, five losses, conditional GANs."""

@@ -1,0 +1,3 @@
+"""Variational autoencoders (genlab.models.vae.vae): `genlab train vae --arch mlp|conv`."""
+
+from genlab.models.vae import vae  # noqa: F401
