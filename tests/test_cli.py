@@ -137,3 +137,10 @@ def test_data_and_models_listing() -> None:
     assert r.returncode == 0 and "names" in r.stdout
     r = run_cli("models", "show", "transformer")
     assert r.returncode == 0 and "--n-head" in r.stdout and "--seq-len" in r.stdout
+
+
+def test_data_show_images(tmp_path: Path) -> None:
+    r = run_cli("data", "show", "digits", "--grid", str(tmp_path / "g.png"))
+    assert r.returncode == 0, r.stderr
+    assert '"num_classes": 10' in r.stdout and (tmp_path / "g.png").stat().st_size > 0
+    assert "mnist5k" in run_cli("data", "list").stdout

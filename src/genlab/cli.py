@@ -146,15 +146,39 @@ def demo(
 @data_app.command("list")
 def data_list() -> None:
     """Built-in data sets."""
+    from genlab.data.images import BUILTIN_IMAGES
     from genlab.data.text import BUILTIN_TEXT
 
-    for name, (_, about) in BUILTIN_TEXT.items():
-        typer.echo(f"{name:<16} text    {about}")
+    for kind, table in (("text", BUILTIN_TEXT), ("images", BUILTIN_IMAGES)):
+        for name, (_, about) in table.items():
+            typer.echo(f"{name:<16} {kind:<7} {about}")
+
+
+def is_image_source(source: str) -> bool:
+    """Built-in image sets, .npz files and folders without .txt files are images; the rest is text."""
+    from genlab.data.images import BUILTIN_IMAGES
+
+    path = Path(source).expanduser()
+    if source.split(":")[0] in BUILTIN_IMAGES and not path.exists():
+        return True
+    return path.suffix == ".npz" or (path.is_dir() and not any(path.glob("*.txt")))
 
 
 @data_app.command("show")
-def data_show(source: Annotated[str, typer.Argument(help="built-in name, .txt file or folder")]) -> None:
-    """Size, vocabulary size and a sample of a data set."""
+def data_show(
+    source: Annotated[str, typer.Argument(help="built-in name, .txt file, folder, IDX folder or .npz")],
+    grid: Annotated[Path | None, typer.Option(help="image data: also write a grid of training images here")] = None,
+) -> None:
+    """Size, vocabulary (text) or shape and classes (images), the split, and a sample."""
+    if is_image_source(source):
+        from genlab.data.images import ImageDataConfig, load_images, save_image_grid
+
+        dataset = load_images(ImageDataConfig(data=source))
+        typer.echo(json.dumps(dataset.describe(), indent=2))
+        if grid is not None:
+            save_image_grid(dataset.splits["train"][:64], grid)
+            typer.echo(f"wrote {grid}", err=True)
+        return
     from genlab.data.text import TextDataConfig, load_corpus
 
     corpus = load_corpus(TextDataConfig(data=source))
