@@ -409,3 +409,13 @@ def test_conditional_samples_match_their_labels_on_mnist5k(tmp_path: Path) -> No
     report = image_metrics(generate_uint8(model, 500, labels, seed=0), ds, labels=labels, net=feature_net(ds))
     print(f"label accuracy {report['label_accuracy']:.3f}, FD {report['fd']:.2f}")
     assert report["label_accuracy"] > 0.3  # chance is 0.1
+
+
+def test_image_size_option_reaches_the_data_not_a_derived_field() -> None:
+    from genlab.api import resolve_configs
+    from genlab.errors import ConfigError as Err
+
+    cfg = resolve_configs("gan", {"image_size": "32"})
+    assert cfg["data"].image_size == 32
+    with pytest.raises(Err, match="decided by the data"):
+        resolve_configs("lstm", {"vocab_size": "10"})

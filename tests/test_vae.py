@@ -188,8 +188,8 @@ def test_conditional_vae_samples_have_their_labels(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "cvae"
-    genlab.train("vae", out, {"data": "mnist5k", "conditional": True, "max_steps": 800, "batch_size": 64,
-                              "lr": 2e-3, "eval_interval": 400})
+    genlab.train("vae", out, {"data": "mnist5k", "conditional": True, "max_steps": 2000, "batch_size": 64,
+                              "lr": 2e-3, "eval_interval": 1000})
     model = genlab.load(out)
     labels = balanced_labels(500, 10)
     samples = generate_uint8(model, 500, labels, seed=0)

@@ -27,7 +27,8 @@ def resolve_configs(model: str, overrides: dict[str, Any], config_file: Path | N
     cls = get_model_class(model)
     sections = cls.task.config_sections(cls)
     derived = {f.name for f in dataclasses.fields(cls.Config) if f.metadata.get("derived")}
-    bad = derived & set(overrides)
+    settable = {f.name for name, c in sections.items() if name != "model" for f in dataclasses.fields(c)}
+    bad = (derived - settable) & set(overrides)
     if bad:
         raise ConfigError(f"{', '.join(sorted(bad))} is decided by the data and cannot be set")
     file_values = read_config_file(config_file) if config_file else {}

@@ -120,7 +120,10 @@ def split_overrides(
     """Assign each `--key value` override to the one config section that has that field."""
     out: dict[str, dict[str, Any]] = {name: {} for name in sections}
     for key, value in overrides.items():
-        owners = [name for name, cls in sections.items() if key in {f.name for f in dataclasses.fields(cls)}]
+        # Fields the data decides (metadata "derived") take no override, even when another section has an
+        # option of the same name (a GAN's image_size is set from the data's --image-size).
+        owners = [name for name, cls in sections.items()
+                  if key in {f.name for f in dataclasses.fields(cls) if not f.metadata.get("derived")}]
         if not owners:
             valid = sorted({f.name for cls in sections.values() for f in dataclasses.fields(cls)})
             raise ConfigError(f"unknown option --{key.replace('_', '-')}; valid options: "
