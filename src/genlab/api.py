@@ -124,8 +124,7 @@ def load_neural(cls: type, run: RunDir, config: dict[str, Any], device: torch.de
 def sample(path: str | Path, **options: Any) -> Any:
     """Sample from a trained model; options are the family's (prompt, temperature, label, ...)."""
     model = load(path)
-    if "run_dir" in inspect.signature(model.task.sample).parameters:
-        options.setdefault("run_dir", Path(path))  # where image tasks put their grid by default
+    options.setdefault("run_dir", Path(path))  # where image tasks put their grid; text tasks ignore it
     return model.task.sample(model, model.artifacts, model.run_config, **options)
 
 
