@@ -53,6 +53,7 @@ class NeuralTask:
               resume: bool) -> dict[str, Any]:
         train_cfg: TrainConfig = cfg["train"]
         dist = setup(train_cfg.device)
+        finished = False
         try:
             torch.manual_seed(train_cfg.seed)
             prepared = self.prepare(cfg["data"], model_cls, train_cfg, dist, run if resume else None)
@@ -77,8 +78,9 @@ class NeuralTask:
                 })
                 prepared.save_artifacts(run)
             summary = trainer.fit()
+            finished = True
         finally:
-            teardown()
+            teardown(finished)
         state = "interrupted at" if summary["interrupted"] else "finished after"
         message = (f"{state} {summary['steps']} steps ({summary['train_seconds']:.0f} s); best validation loss "
                    f"{summary['best_val']:.4f}; run directory: {run.path}")
