@@ -28,8 +28,6 @@ as `genlab sample` draws them; benchmarks/vae.py reports its likelihood bounds.
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -39,10 +37,10 @@ import torch
 
 import genlab
 from genlab.checkpoint import atomic_write_json
-from genlab.data.images import FASHION_DIR, save_image_grid
-from genlab.eval.images import feature_net, image_metrics
-from genlab.tasks.images import IMAGE_GEN, generate_uint8
-from vae import MLP as VAE_MLP  # benchmarks/vae.py's mlp architecture
+from genlab.data.images import FASHION_DIR
+from image_scoring import machine, sample_and_score
+from vae import MLP as VAE_MLP  # benchmarks/vae.py's mlp run: architecture and training options
+from vae import TRAIN as VAE_TRAIN
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -51,16 +49,12 @@ DATASETS = {"mnist5k": None, "fashion-mnist": FASHION_DIR}  # name -> folder tha
 GAN = {"arch": "dcgan", "latent_dim": 64, "g_width": 32, "d_width": 32, "batch_size": 64, "warmup_steps": 0,
        "min_lr_ratio": 1.0, "grad_clip": 0.0, "ema_decay": 0.999, "eval_interval": 1000, "eval_batches": 4,
        "log_interval": 50, "sample_interval": 0, "max_steps": 10_000_000}
-# benchmarks/vae.py's training options for its runs (there written inside its run_one), seed apart.
-VAE = VAE_MLP | {"likelihood": "bernoulli", "max_steps": 10_000_000, "batch_size": 128, "lr": 2e-3,
-                 "warmup_steps": 100, "eval_interval": 1000, "eval_batches": 4, "log_interval": 50}
 MODELS = {  # name -> (genlab model family, options, label in the table)
     "nonsat": ("gan", GAN | {"loss": "nonsat", "lr": 2e-4}, "DCGAN non-saturating"),
     "hinge": ("gan", GAN | {"loss": "hinge", "lr": 2e-4, "spectral_norm": True}, "DCGAN hinge + SN"),
     "wgan-gp": ("gan", GAN | {"loss": "wgan-gp", "lr": 1e-4}, "DCGAN WGAN-GP"),
-    "vae-mlp": ("vae", VAE, "MLP VAE (Bernoulli)"),
+    "vae-mlp": ("vae", VAE_MLP | VAE_TRAIN, "MLP VAE (Bernoulli)"),
 }
-METRIC_SAMPLES = 1000
 METRICS = ("steps", "fd", "kid", "precision", "recall", "train_images_per_s", "samples_per_s")
 
 
@@ -72,13 +66,8 @@ def run_one(data: str, name: str, seed: int, seconds: float, workdir: Path) -> d
     t0 = time.perf_counter()
     summary = genlab.train(family, out, options)
     model = genlab.load(out)
-    ds = IMAGE_GEN.dataset(model.run_config)
-    t_sample = time.perf_counter()
-    samples = generate_uint8(model, METRIC_SAMPLES, seed=0)
-    sample_seconds = time.perf_counter() - t_sample
     grid = f"gan-{data}-{name}" + (f"-s{seed}" if seed else "") + ".png"
-    save_image_grid(samples[:64], RESULTS / grid, nrow=8)
-    metrics = image_metrics(samples, ds, split="test", net=feature_net(ds))
+    scores = sample_and_score(model, RESULTS / grid)
     if family == "gan":
         params = {"g_updates": summary["steps"] // model.n_critic,
                   "params_g": sum(p.numel() for p in model.G.parameters()),
@@ -90,10 +79,7 @@ def run_one(data: str, name: str, seed: int, seconds: float, workdir: Path) -> d
         "train_seconds": round(summary["train_seconds"], 1), "wall_seconds": round(time.perf_counter() - t0, 1),
         **params,
         "train_images_per_s": round(summary["steps"] * options["batch_size"] / summary["train_seconds"]),
-        "samples_per_s": round(METRIC_SAMPLES / sample_seconds), "grid": grid,
-        **{k: metrics[k] for k in ("fd", "kid", "kid_se", "precision", "recall", "n_generated", "n_reference",
-                                   "feature_net", "feature_net_test_accuracy")},
-        "baseline_train_sample": metrics.get("baseline_train_sample"),
+        "grid": grid, **scores,
     }
 
 
@@ -157,13 +143,11 @@ def main() -> None:
                     rows.append(run_one(data, name, seed, args.seconds, Path(tmp)))
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "options"}), flush=True)
     summary = summarise(rows)
-    machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()}
-    atomic_write_json(RESULTS / "gan.json", {"machine": machine, "seconds_per_run": args.seconds,
+    atomic_write_json(RESULTS / "gan.json", {"machine": machine(), "seconds_per_run": args.seconds,
                                              "seeds": args.seeds, "wall_seconds": round(time.perf_counter() - t0),
                                              "summary": summary, "runs": rows, "skipped": skipped})
     print(table(summary, skipped))
-    print(f"\nmachine: {machine}")
+    print(f"\nmachine: {machine()}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ is absent. Reference: Burda et al. (2016), about 85-87 nats for one-stochastic-l
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +21,9 @@ import torch
 
 import genlab
 from genlab.checkpoint import atomic_write_json
-from genlab.data.images import FASHION_DIR, save_image_grid
-from genlab.eval.images import feature_net, image_metrics
-from genlab.tasks.images import IMAGE_GEN, generate_uint8
+from genlab.data.images import FASHION_DIR
+from genlab.tasks.images import IMAGE_GEN
+from image_scoring import machine, sample_and_score
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -38,26 +36,22 @@ RUNS = {  # name -> (options, data directory that must exist or None)
     "fashion-mlp": (MLP | {"data": "fashion-mnist"}, FASHION_DIR),
     "fashion-conv": (CONV | {"data": "fashion-mnist"}, FASHION_DIR),
 }
+# Options of every run besides the architecture; the budget is --seconds.
+TRAIN = {"likelihood": "bernoulli", "max_steps": 10_000_000, "batch_size": 128, "lr": 2e-3, "warmup_steps": 100,
+         "eval_interval": 1000, "eval_batches": 4, "log_interval": 50}
 LIKELIHOOD_IMAGES = 1000
-METRIC_SAMPLES = 1000
 
 
 def run_one(name: str, options: dict, seconds: float, workdir: Path) -> dict:
     out = workdir / name
-    options = options | {"max_seconds": seconds, "max_steps": 10_000_000, "batch_size": 128, "lr": 2e-3,
-                         "warmup_steps": 100, "eval_interval": 1000, "eval_batches": 4, "log_interval": 50,
-                         "seed": 1337}
+    options = options | TRAIN | {"max_seconds": seconds, "seed": 1337}
     t0 = time.perf_counter()
     summary = genlab.train("vae", out, options)
     model = genlab.load(out)
     ds = IMAGE_GEN.dataset(model.run_config)
     test = ds.splits["test"][:LIKELIHOOD_IMAGES]
     likelihood = model.likelihood_report(test, None, num_importance_samples=64)
-    t_sample = time.perf_counter()
-    samples = generate_uint8(model, METRIC_SAMPLES, seed=0)
-    sample_seconds = time.perf_counter() - t_sample
-    save_image_grid(samples[:64], RESULTS / f"vae-{name}.png", nrow=8)
-    metrics = image_metrics(samples, ds, split="test", net=feature_net(ds))
+    scores = sample_and_score(model, RESULTS / f"vae-{name}.png")
     return {
         "name": name, "options": options, "steps": summary["steps"],
         "train_seconds": round(summary["train_seconds"], 1), "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -67,10 +61,7 @@ def run_one(name: str, options: dict, seconds: float, workdir: Path) -> dict:
         "neg_elbo_nats": round(likelihood["neg_elbo_nats"], 2),
         "iwae64_nll_nats": round(likelihood["iwae_nll_nats"], 2),
         "iwae64_bits_per_dim": round(likelihood["iwae_bits_per_dim"], 4),
-        "samples_per_s": round(METRIC_SAMPLES / sample_seconds),
-        **{k: metrics[k] for k in ("fd", "kid", "kid_se", "precision", "recall", "n_generated", "n_reference",
-                                   "feature_net", "feature_net_test_accuracy")},
-        "baseline_train_sample": metrics.get("baseline_train_sample"),
+        **scores,
     }
 
 
@@ -107,11 +98,9 @@ def main() -> None:
                 continue
             rows.append(run_one(name, options, args.seconds, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
-    machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()}
-    atomic_write_json(RESULTS / "vae.json", {"machine": machine, "seconds_per_run": args.seconds, "runs": rows})
+    atomic_write_json(RESULTS / "vae.json", {"machine": machine(), "seconds_per_run": args.seconds, "runs": rows})
     print(table(rows))
-    print(f"\nmachine: {machine}")
+    print(f"\nmachine: {machine()}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import genlab
@@ -269,6 +270,34 @@ def test_train_logs_progress_and_samples_by_label(tmp_path: Path, data: Path) ->
     assert Path(written["grid"]).is_file()
     model = genlab.load(out)
     assert model.conditional and model.generate(3, torch.tensor([0, 1, 2])).shape == (3, 1, 16, 16)
+
+
+def test_interpolate_walks_between_noise_vectors(tmp_path: Path, data: Path) -> None:
+    from genlab.tasks.images import slerp
+
+    out = tmp_path / "run"
+    genlab.train("gan", out, tiny_options(data, max_steps=2, sample_interval=0, conditional=True))
+    res = genlab.interpolate(out, pairs=3, steps=5, seed=1, log=None)
+    assert Image.open(res["grid"]).size == (5 * 18 + 2, 3 * 18 + 2)  # 16-px images, 2-px padding
+    model = genlab.load(out)
+    # every row is G's image of a great-circle walk between two seeded noise draws, holding the row's class
+    ends = model.noise(6, torch.device("cpu"), torch.Generator().manual_seed(1))
+    t = torch.linspace(0, 1, 5)
+    walk = slerp(ends[0], ends[3], t)
+    assert torch.allclose(walk[0], ends[0], atol=1e-6) and torch.allclose(walk[-1], ends[3], atol=1e-5)
+    ends_of_row = model.decode(torch.stack([ends[0], ends[3]]), 0)
+    assert torch.allclose(model.decode(walk, 0)[[0, -1]], ends_of_row, atol=1e-5)
+
+
+def test_slerp_keeps_gaussian_norms_where_the_straight_line_shrinks() -> None:
+    from genlab.tasks.images import slerp
+
+    a, b = torch.randn(2, 256, generator=torch.Generator().manual_seed(0))
+    mid = slerp(a, b, torch.tensor([0.5]))[0]
+    assert abs(mid.norm() - (a.norm() + b.norm()) / 2) < 0.05 * a.norm()  # on the shell, √256 = 16
+    assert ((a + b) / 2).norm() < 0.8 * a.norm()  # the linear midpoint falls inside it (≈ 16/√2)
+    same = slerp(a, a, torch.linspace(0, 1, 3))
+    assert torch.allclose(same, a.expand(3, -1))
 
 
 def test_label_for_unconditional_gan_is_an_error(tmp_path: Path, data: Path) -> None:

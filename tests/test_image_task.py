@@ -168,7 +168,7 @@ def test_models_without_encoder(tmp_path: Path) -> None:
     art = {"class_names": None, "num_classes": 0, "channels": 1, "image_size": 4, "pixel_range": "symmetric"}
     with pytest.raises(ConfigError, match="needs a model with an encoder"):
         IMAGE_GEN.reconstruct(_NoEncoder(), art, {}, tmp_path)
-    with pytest.raises(ConfigError, match="needs a model with an encoder"):
+    with pytest.raises(ConfigError, match="needs a model with a latent space"):
         IMAGE_GEN.interpolate(_NoEncoder(), art, {}, tmp_path)
     res = IMAGE_GEN.sample(_NoEncoder(), art, {}, num_samples=3, run_dir=tmp_path, log=None)
     assert Path(res["grid"]).is_file()

@@ -150,7 +150,8 @@ def reconstruct(path: str | Path, **options: Any) -> dict[str, Any]:
 
 
 def interpolate(path: str | Path, **options: Any) -> dict[str, Any]:
-    """A grid of latent walks between pairs of held-out images; default RUN/interpolations.png."""
+    """A grid of latent walks (a VAE's between held-out images, a GAN's between noise vectors); default
+    RUN/interpolations.png."""
     return _image_command(path, "interpolate", options)
 
 

@@ -95,14 +95,15 @@ def reconstruct(
 
 @app.command()
 def interpolate(
-    run: Annotated[Path, typer.Argument(help="run directory of a model with an encoder (a VAE)")],
-    pairs: Annotated[int, typer.Option(help="pairs of held-out images, one row each")] = 4,
+    run: Annotated[Path, typer.Argument(help="run directory of an image model (VAE or GAN)")],
+    pairs: Annotated[int, typer.Option(help="walks, one row each")] = 4,
     steps: Annotated[int, typer.Option(help="points on each latent walk, ends included")] = 10,
-    split: Annotated[str, typer.Option(help="train, valid or test")] = "test",
+    split: Annotated[str, typer.Option(help="models with an encoder: the split the images come from "
+                                            "(train, valid or test)")] = "test",
     out: Annotated[Path | None, typer.Option(help="grid PNG [default: RUN/interpolations.png]")] = None,
-    seed: Annotated[int, typer.Option(help="which images are drawn")] = 0,
+    seed: Annotated[int, typer.Option(help="which images (or noise vectors) are drawn")] = 0,
 ) -> None:
-    """Latent walks between pairs of held-out images: each row goes from one image to the other."""
+    """Latent walks, one per row: a VAE from one held-out image to another, a GAN between two noise vectors."""
     api.interpolate(run, pairs=pairs, steps=steps, split=split, out_path=out, seed=seed)
 
 

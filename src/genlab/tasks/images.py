@@ -13,9 +13,11 @@ The image-generator contract (duck-typed; the task never asks which family it ho
 
 Optional hooks, called when present:
 
+    noise(n, device, generator=None) -> (N, Z)         draws of the latent prior
+    decode(z, labels=None) -> (N,C,H,W)                latents → images in model range (labels: class ids)
+        both: `genlab interpolate` walks between two prior draws (a GAN)
     encode(x, labels=None) -> (N, Z)                   images in model range → latents (posterior means)
-    decode(z, labels=None) -> (N,C,H,W)                latents → images in model range
-        both: `genlab reconstruct` and `genlab interpolate`; without them those commands say so
+        with decode: `genlab reconstruct`, and `genlab interpolate` walks between two real images (a VAE)
     likelihood_report(images_uint8, labels, num_importance_samples) -> dict
         bounds of -log p(x) on the evaluation split (a VAE's ELBO and IWAE), merged into the eval report
         (report keys ending in _nats are nats per image; _bits_per_dim bits per dimension)
@@ -115,6 +117,21 @@ def generate_uint8(model: Any, num_samples: int, labels: torch.Tensor | None = N
 def _stream(log: Any) -> Any:
     """Where progress lines go: `log=True` is stderr as it is at call time; a stream is itself."""
     return sys.stderr if log is True else log
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Points (len(t), Z) on the great circle from a to b (Z,), with norms that move from |a| to |b|;
+    the straight line where a and b are (anti)parallel."""
+    cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if torch.sin(omega) < 1e-6:
+        return a[None] + t[:, None] * (b - a)[None]
+    wa, wb = torch.sin((1 - t) * omega) / torch.sin(omega), torch.sin(t * omega) / torch.sin(omega)
+    return wa[:, None] * a[None] + wb[:, None] * b[None]
+
+
+def _has_latents(model: Any) -> bool:
+    return callable(getattr(model, "noise", None)) and callable(getattr(model, "decode", None))
 
 
 def _has_encoder(model: Any) -> bool:
@@ -239,12 +256,36 @@ class ImageGenTask(NeuralTask):
     def interpolate(self, model: Any, artifacts: dict, config: dict, run_dir: str | Path, *, pairs: int = 4,
                     steps: int = 10, split: str = "test", out_path: str | Path | None = None, seed: int = 0,
                     log: Any = True) -> dict[str, Any]:
-        """One row per pair of `split` images: the first image, decodings of `steps` points on the straight
-        line between their latents (ends included), the second image. A conditional model's label moves
-        from one one-hot to the other along the same line."""
-        _need_encoder(model, "interpolate")
+        """One latent walk of `steps` points (ends included) per row.
+
+        A model with an encoder (a VAE) walks the straight line between the latents of two `split` images,
+        shown at both ends of the row; a conditional model's label moves from one one-hot to the other.
+        A model that only decodes (a GAN) walks between two prior draws made with `seed`, along the great
+        circle (slerp, White 2016): the middle of a straight line between two Gaussian draws has an atypically
+        small norm, off the shell the generator was trained on. A conditional GAN holds each row's class."""
+        if not _has_latents(model):
+            name = getattr(model, "registry_name", type(model).__name__)
+            raise ConfigError(f"`genlab interpolate` needs a model with a latent space to walk; {name!r} has none")
         if pairs < 1 or steps < 2:
             raise ConfigError("--pairs must be at least 1 and --steps at least 2")
+        t = torch.linspace(0, 1, steps)
+        if _has_encoder(model):
+            grid, what = self._walk_between_images(model, artifacts, config, pairs, t, split, seed)
+        else:
+            ends = model.noise(2 * pairs, torch.device("cpu"), torch.Generator().manual_seed(seed))
+            z = torch.cat([slerp(ends[i], ends[pairs + i], t) for i in range(pairs)])
+            labels = (torch.arange(pairs) % artifacts["num_classes"]).repeat_interleave(steps) \
+                if model.conditional else None
+            grid = from_model_range(model.decode(z, labels).float().cpu(), model.pixel_range)
+            what = f"noise vectors (seed {seed}){', one class per row' if labels is not None else ''}"
+        out_path = Path(out_path) if out_path else Path(run_dir) / "interpolations.png"
+        save_image_grid(grid, out_path, nrow=len(grid) // pairs)
+        if log:
+            print(f"wrote {pairs} latent walks of {steps} steps between {what} to {out_path}", file=_stream(log))
+        return {"grid": str(out_path), "pairs": pairs, "steps": steps}
+
+    def _walk_between_images(self, model: Any, artifacts: dict, config: dict, pairs: int, t: torch.Tensor,
+                             split: str, seed: int) -> tuple[torch.Tensor, str]:
         images, labels = self._pick(config, split, 2 * pairs, seed, model.conditional)
         x = to_model_range(images, model.pixel_range)
         a, b = slice(0, pairs), slice(pairs, 2 * pairs)
@@ -253,19 +294,13 @@ class ImageGenTask(NeuralTask):
             eye = torch.eye(artifacts["num_classes"])
             ya, yb = eye[labels[a]], eye[labels[b]]
         za, zb = model.encode(x[a], ya).cpu(), model.encode(x[b], yb).cpu()
-        t = torch.linspace(0, 1, steps)
         rows = []
         for i in range(pairs):
             z = za[i][None] + t[:, None] * (zb[i] - za[i])[None]  # (steps, Z)
             y = None if ya is None else ya[i][None] + t[:, None] * (yb[i] - ya[i])[None]
             walk = from_model_range(model.decode(z, y).float().cpu(), model.pixel_range)
             rows.append(torch.cat([images[i][None], walk, images[pairs + i][None]]))
-        out_path = Path(out_path) if out_path else Path(run_dir) / "interpolations.png"
-        save_image_grid(torch.cat(rows), out_path, nrow=steps + 2)
-        if log:
-            print(f"wrote {pairs} latent walks of {steps} steps between {split} images to {out_path} "
-                  "(first and last column: the images themselves)", file=_stream(log))
-        return {"grid": str(out_path), "pairs": pairs, "steps": steps}
+        return torch.cat(rows), f"{split} images (first and last column: the images themselves)"
 
     def _pick(self, config: dict, split: str, n: int, seed: int,
               conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

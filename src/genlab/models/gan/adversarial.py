@@ -468,30 +468,39 @@ class GAN(Trainable, nn.Module):
         `labels`: class ids (an int, a sequence or a (N,) tensor) for a conditional model; None draws them
         uniformly. The noise is drawn on `generator`'s device, so a seeded CPU generator gives the same images
         on every device."""
-        net = self.G_ema if self.G_ema is not None else self.G
-        device = self._device()
         if labels is not None and not self.conditional:
             raise ConfigError("this GAN was trained without labels (unconditional); --label needs a model trained "
                               "with --conditional on labelled images")
-        noise_device = generator.device if generator is not None else device
-        z = self.noise(num_samples, noise_device, generator).to(device)
+        noise_device = generator.device if generator is not None else self._device()
+        z = self.noise(num_samples, noise_device, generator)
+        if self.conditional and labels is None:
+            labels = torch.randint(0, self.config.num_classes, (num_samples,), generator=generator, device=noise_device)
+        return self.decode(z, labels, batch_size)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, labels: Any = None, batch_size: int = 256) -> torch.Tensor:
+        """Images (N, C, H, W) in [−1, 1] that G_ema (or G) makes of noise z (N, L), in eval mode; a conditional
+        model needs `labels`, class ids as in `generate` (one for all, or one per row of z)."""
+        net = self.G_ema if self.G_ema is not None else self.G
+        device = self._device()
+        z = z.to(device)
+        n = len(z)
         y = None
         if self.conditional:
             if labels is None:
-                y = torch.randint(0, self.config.num_classes, (num_samples,), generator=generator, device=noise_device)
-            else:
-                y = torch.as_tensor(labels, dtype=torch.long).flatten()
-                y = y.expand(num_samples) if y.numel() == 1 else y
-                if y.numel() != num_samples:
-                    raise ConfigError(f"got {y.numel()} labels for {num_samples} samples")
-                if int(y.min()) < 0 or int(y.max()) >= self.config.num_classes:
-                    raise ConfigError(f"labels must be class ids in 0..{self.config.num_classes - 1}")
+                raise ConfigError("a conditional GAN needs a label for every image")
+            y = torch.as_tensor(labels, dtype=torch.long).flatten()
+            y = y.expand(n) if y.numel() == 1 else y
+            if y.numel() != n:
+                raise ConfigError(f"got {y.numel()} labels for {n} samples")
+            if int(y.min()) < 0 or int(y.max()) >= self.config.num_classes:
+                raise ConfigError(f"labels must be class ids in 0..{self.config.num_classes - 1}")
             y = y.to(device)
         was_training = net.training
         net.eval()
         try:
             out = [net(z[i:i + batch_size], None if y is None else y[i:i + batch_size])
-                   for i in range(0, num_samples, batch_size)]
+                   for i in range(0, n, batch_size)]
         finally:
             net.train(was_training)
         return torch.cat(out) if out else torch.empty(0, self.config.channels, self.config.image_size,

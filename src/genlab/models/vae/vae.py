@@ -296,8 +296,11 @@ class VAE(Trainable, nn.Module):
         """z ~ N(0, I) decoded to mean images (N,C,H,W) in [0,1]; a conditional model without labels cycles
         through the classes."""
         dev = generator.device if generator is not None else self.device
-        z = torch.randn(num_samples, self.config.latent_dim, generator=generator, device=dev)
-        return self.decode(z, labels)
+        return self.decode(self.noise(num_samples, dev, generator), labels)
+
+    def noise(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n draws (n, Z) of the prior N(0, I)."""
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=device)
 
     # --- likelihood bounds ---
 
