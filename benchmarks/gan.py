@@ -2,11 +2,12 @@
 budget each.
 
     .venv/bin/python benchmarks/gan.py [--seconds 60] [--seeds 1] [--models nonsat hinge wgan-gp vae-mlp]
-                                       [--data mnist5k fashion-mnist] [--threads N]
+                                       [--data mnist5k fashion-mnist] [--threads N] [--name gan]
 
 On mnist5k, and on Fashion-MNIST when /usr/share/datasets/fashion-mnist exists (else skipped with a note).
-Prints a markdown table and writes benchmarks/results/gan.json and a sample grid per run
-(benchmarks/results/gan-DATA-MODEL[-sSEED].png). Every run, GAN or VAE, goes through the same code path: train
+Prints a markdown table and writes benchmarks/results/NAME.json and a sample grid per run
+(benchmarks/results/NAME-DATA-MODEL[-sSEED].png); NAME is --name, "gan" by default, so a run at another
+budget can keep its own files. Every run, GAN or VAE, goes through the same code path: train
 for the budget, load the run, draw 1000 samples (seed 0), score them with FD, KID, precision and recall
 against the whole test split in genlab's feature-net space (genlab.eval.images; not Inception FID, so not
 comparable with published numbers), and time training (images/s: steps × batch size / training seconds) and
@@ -58,15 +59,15 @@ MODELS = {  # name -> (genlab model family, options, label in the table)
 METRICS = ("steps", "fd", "kid", "precision", "recall", "train_images_per_s", "samples_per_s")
 
 
-def run_one(data: str, name: str, seed: int, seconds: float, workdir: Path) -> dict:
-    """Train model `name` on `data` for `seconds`, then sample and score it; one row of gan.json's runs."""
+def run_one(data: str, name: str, seed: int, seconds: float, workdir: Path, prefix: str) -> dict:
+    """Train model `name` on `data` for `seconds`, then sample and score it; one row of the JSON's runs."""
     family, options, _ = MODELS[name]
     options = options | {"data": data, "max_seconds": seconds, "seed": seed}
     out = workdir / f"{data}-{name}-s{seed}"
     t0 = time.perf_counter()
     summary = genlab.train(family, out, options)
     model = genlab.load(out)
-    grid = f"gan-{data}-{name}" + (f"-s{seed}" if seed else "") + ".png"
+    grid = f"{prefix}-{data}-{name}" + (f"-s{seed}" if seed else "") + ".png"
     scores = sample_and_score(model, RESULTS / grid)
     if family == "gan":
         params = {"g_updates": summary["steps"] // model.n_critic,
@@ -125,7 +126,10 @@ def main() -> None:
                         help="GAN losses and the VAE (default: all)")
     parser.add_argument("--data", nargs="*", choices=sorted(DATASETS), default=list(DATASETS))
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--name", default="gan", help="results/NAME.json and results/NAME-*.png")
     args = parser.parse_args()
+    if not args.name.replace("-", "").replace("_", "").isalnum():
+        parser.error("--name takes letters, digits, - and _")
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
     if args.threads:
@@ -140,10 +144,10 @@ def main() -> None:
                 continue
             for name in args.models:
                 for seed in range(args.seeds):
-                    rows.append(run_one(data, name, seed, args.seconds, Path(tmp)))
+                    rows.append(run_one(data, name, seed, args.seconds, Path(tmp), args.name))
                     print(json.dumps({k: v for k, v in rows[-1].items() if k != "options"}), flush=True)
     summary = summarise(rows)
-    atomic_write_json(RESULTS / "gan.json", {"machine": machine(), "seconds_per_run": args.seconds,
+    atomic_write_json(RESULTS / f"{args.name}.json", {"machine": machine(), "seconds_per_run": args.seconds,
                                              "seeds": args.seeds, "wall_seconds": round(time.perf_counter() - t0),
                                              "summary": summary, "runs": rows, "skipped": skipped})
     print(table(summary, skipped))

@@ -356,43 +356,53 @@ class RecordingContext(StepContext):
 
 
 def _ddp_worker(rank: int, world: int, port: int, loss: str) -> None:
+    import torch.distributed as dist
+
+    from genlab.distributed import teardown
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    finished = False
+    try:
+        _check_ddp_gradients(rank, world, loss)  # its DDP wrappers are gone when it returns, as teardown needs
+        finished = True
+    finally:
+        teardown(finished)
+
+
+def _check_ddp_gradients(rank: int, world: int, loss: str) -> None:
     import copy
 
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)  # the same initial weights on every rank (DDP would broadcast them anyway)
-        model = GAN(GANConfig(channels=1, image_size=8, loss=loss, g_width=4, d_width=4, latent_dim=8, num_classes=3,
-                              conditional=True, spectral_norm=True, n_critic=2, sample_interval=0, collapse_steps=0))
-        tc = TrainConfig(grad_clip=0.0)
-        optimizers = model.configure_optimizers(tc)
-        g = torch.Generator().manual_seed(rank)  # each rank its own shard of data
-        batch = {"x": torch.rand(4, 1, 8, 8, generator=g) * 2 - 1, "y": torch.randint(0, 3, (4,), generator=g)}
-        state = copy.deepcopy(model.state_dict())  # spectral norm's power iteration and BN statistics move
+    torch.manual_seed(0)  # the same initial weights on every rank (DDP would broadcast them anyway)
+    model = GAN(GANConfig(channels=1, image_size=8, loss=loss, g_width=4, d_width=4, latent_dim=8, num_classes=3,
+                          conditional=True, spectral_norm=True, n_critic=2, sample_interval=0, collapse_steps=0))
+    tc = TrainConfig(grad_clip=0.0)
+    optimizers = model.configure_optimizers(tc)
+    g = torch.Generator().manual_seed(rank)  # each rank its own shard of data
+    batch = {"x": torch.rand(4, 1, 8, 8, generator=g) * 2 - 1, "y": torch.randint(0, 3, (4,), generator=g)}
+    state = copy.deepcopy(model.state_dict())  # spectral norm's power iteration and BN statistics move
 
-        local = RecordingContext(model.networks(), optimizers, tc)
-        local.step = 1  # a step with both a D and a G update
-        torch.manual_seed(10 + rank)
-        model.train_step(batch, local)
+    local = RecordingContext(model.networks(), optimizers, tc)
+    local.step = 1  # a step with both a D and a G update
+    torch.manual_seed(10 + rank)
+    model.train_step(batch, local)
 
-        model.load_state_dict(state)
-        synced = RecordingContext({k: DistributedDataParallel(v) for k, v in model.networks().items()}, optimizers, tc)
-        synced.step = 1
-        torch.manual_seed(10 + rank)
-        model.train_step(batch, synced)
+    model.load_state_dict(state)
+    synced = RecordingContext({k: DistributedDataParallel(v) for k, v in model.networks().items()}, optimizers, tc)
+    synced.step = 1
+    torch.manual_seed(10 + rank)
+    model.train_step(batch, synced)
 
-        for name in ("discriminator", "generator"):
-            for mine, reduced in zip(local.grads[name], synced.grads[name], strict=True):
-                everyone = [torch.empty_like(mine) for _ in range(world)]
-                dist.all_gather(everyone, mine)
-                # DDP's gradient is the mean of every rank's own gradient, the penalty's part included
-                assert torch.allclose(reduced, torch.stack(everyone).mean(0), atol=1e-6), name
-    finally:
-        dist.destroy_process_group()
+    for name in ("discriminator", "generator"):
+        for mine, reduced in zip(local.grads[name], synced.grads[name], strict=True):
+            everyone = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(everyone, mine)
+            # DDP's gradient is the mean of every rank's own gradient, the penalty's part included
+            assert torch.allclose(reduced, torch.stack(everyone).mean(0), atol=1e-6), name
 
 
 def _free_port() -> int:

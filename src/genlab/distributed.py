@@ -1,5 +1,6 @@
 """Process-group set-up for `torchrun`: one process per device, gloo on CPU and NCCL on GPU."""
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -44,9 +45,14 @@ def setup(device_name: str = "auto") -> DistInfo:
 
 
 def teardown(finished: bool) -> None:
-    """Leave the process group. After a normal finish every rank first waits at a barrier: a rank that tore
-    down gloo while rank 0 was still validating and saving could abort at exit (seen in CI as SIGABRT)."""
+    """Leave the process group; call it once nothing holds a DistributedDataParallel wrapper any more.
+
+    A wrapper keeps the gloo process group alive past `destroy_process_group`, and gloo's worker threads then
+    release their last tensors during interpreter shutdown, which aborts the process ("terminate called
+    without an active exception", seen in CI). So: collect the dropped wrappers, let every rank arrive (after
+    a normal finish; after an error the others may never come), then destroy the group, joining its threads."""
     if dist.is_initialized():
+        gc.collect()
         if finished:
             dist.barrier()
         dist.destroy_process_group()

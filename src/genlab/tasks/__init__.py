@@ -80,6 +80,7 @@ class NeuralTask:
             summary = trainer.fit()
             finished = True
         finally:
+            trainer = None  # its DDP wrappers hold the process group: drop them before leaving it
             teardown(finished)
         state = "interrupted at" if summary["interrupted"] else "finished after"
         message = (f"{state} {summary['steps']} steps ({summary['train_seconds']:.0f} s); best validation loss "
