@@ -317,7 +317,7 @@ class Trainer:
                     lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                     self.log({"step": self.step, "split": "train", **means, "lr": lr,
                               f"{item_name}_per_s": rate, "elapsed_s": self.elapsed_now()})
-                    bar.set_postfix({k.replace("grad_norm_", "|grad| "): f"{v:.3g}" for k, v in means.items()}
+                    bar.set_postfix({k.replace("grad_norm_", "|grad| "): f"{v:.4g}" for k, v in means.items()}
                                     | {f"{item_name}/s": f"{rate:,.0f}"}, refresh=False)
                     window, window_items, window_t = {}, 0.0, now
                 bar.update(1)

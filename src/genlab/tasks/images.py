@@ -272,12 +272,7 @@ class ImageGenTask(NeuralTask):
         if _has_encoder(model):
             grid, what = self._walk_between_images(model, artifacts, config, pairs, t, split, seed)
         else:
-            ends = model.noise(2 * pairs, torch.device("cpu"), torch.Generator().manual_seed(seed))
-            z = torch.cat([slerp(ends[i], ends[pairs + i], t) for i in range(pairs)])
-            labels = (torch.arange(pairs) % artifacts["num_classes"]).repeat_interleave(steps) \
-                if model.conditional else None
-            grid = from_model_range(model.decode(z, labels).float().cpu(), model.pixel_range)
-            what = f"noise vectors (seed {seed}){', one class per row' if labels is not None else ''}"
+            grid, what = self._walk_between_noise(model, artifacts, pairs, t, seed)
         out_path = Path(out_path) if out_path else Path(run_dir) / "interpolations.png"
         save_image_grid(grid, out_path, nrow=len(grid) // pairs)
         if log:
@@ -301,6 +296,15 @@ class ImageGenTask(NeuralTask):
             walk = from_model_range(model.decode(z, y).float().cpu(), model.pixel_range)
             rows.append(torch.cat([images[i][None], walk, images[pairs + i][None]]))
         return torch.cat(rows), f"{split} images (first and last column: the images themselves)"
+
+    def _walk_between_noise(self, model: Any, artifacts: dict, pairs: int, t: torch.Tensor,
+                            seed: int) -> tuple[torch.Tensor, str]:
+        ends = model.noise(2 * pairs, torch.device("cpu"), torch.Generator().manual_seed(seed))
+        z = torch.cat([slerp(ends[i], ends[pairs + i], t) for i in range(pairs)])
+        labels = (torch.arange(pairs) % artifacts["num_classes"]).repeat_interleave(len(t)) \
+            if model.conditional else None
+        grid = from_model_range(model.decode(z, labels).float().cpu(), model.pixel_range)
+        return grid, f"noise vectors (seed {seed}){', one class per row' if labels is not None else ''}"
 
     def _pick(self, config: dict, split: str, n: int, seed: int,
               conditional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
