@@ -6,17 +6,16 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from genlab.checkpoint import WEIGHTS, RunDir, atomic_write_json, load_weights_into
+from genlab.checkpoint import RunDir, atomic_write_json
 from genlab.config import from_dict, read_config_file, split_overrides
 from genlab.distributed import pick_device
 from genlab.errors import CheckpointError, ConfigError, RunExistsError
 from genlab.registry import get_model_class
+from genlab.tasks import task_for
 
 # Options that may change when a run is resumed; anything else would make it a different run.
 RESUMABLE_OPTIONS = {"max_steps", "max_seconds", "eval_interval", "eval_batches", "log_interval", "device",
-                     "tensorboard"}
+                     "precision", "tensorboard"}
 
 
 SAVED_SECTION = {"model": "model_config"}  # config.json key of each config section, where it differs
@@ -25,7 +24,7 @@ SAVED_SECTION = {"model": "model_config"}  # config.json key of each config sect
 def resolve_configs(model: str, overrides: dict[str, Any], config_file: Path | None = None) -> dict[str, Any]:
     """Typed configs (model, data, and train for trained models) from defaults < config file < overrides."""
     cls = get_model_class(model)
-    sections = cls.task.config_sections(cls)
+    sections = task_for(cls).config_sections(cls)
     derived = {f.name for f in dataclasses.fields(cls.Config) if f.metadata.get("derived")}
     settable = {f.name for name, c in sections.items() if name != "model" for f in dataclasses.fields(c)}
     bad = (derived - settable) & set(overrides)
@@ -48,7 +47,7 @@ def saved_configs(cls: type, run: RunDir, overrides: dict[str, Any]) -> dict[str
     if fixed:
         raise ConfigError(f"cannot change {', '.join(sorted(fixed))} when resuming; "
                           f"only {', '.join(sorted(RESUMABLE_OPTIONS))} may change")
-    sections = cls.task.config_sections(cls)
+    sections = task_for(cls).config_sections(cls)
     try:
         values = {name: saved[SAVED_SECTION.get(name, name)] for name in sections}
     except KeyError as e:
@@ -70,7 +69,7 @@ def train(model: str, out: str | Path, overrides: dict[str, Any] | None = None, 
             raise RunExistsError(f"run directory {run.path} already exists; pass --overwrite to replace it "
                                  "or --resume to continue it")
         cfg = resolve_configs(model, overrides, config_file)
-    return cls.task.train(model, cls, cfg, run, overwrite, resume)
+    return task_for(cls).train(model, cls, cfg, run, overwrite, resume)
 
 
 def load(path: str | Path, device: str = "auto") -> Any:
@@ -84,7 +83,10 @@ def load(path: str | Path, device: str = "auto") -> Any:
         cls = get_model_class(config["model"])
     except ConfigError:
         raise CheckpointError(f"{path} holds a model genlab does not know: {config['model']!r}") from None
-    return cls.from_run(run, config, pick_device(device))
+    model = cls.from_run(run, config, pick_device(device))
+    model.artifacts = task_for(cls).load_artifacts(run, config)  # e.g. the tokenizer
+    model.run_config = config
+    return model
 
 
 # A model file genlab reads without a run directory: name ending -> registered model that reads it.
@@ -95,7 +97,10 @@ def load_file(path: Path) -> Any:
     """A model from a single file (an ARPA language model from KenLM, SRILM or genlab)."""
     for ending, name in MODEL_FILES.items():
         if path.name.endswith(ending):
-            return get_model_class(name).from_file(path)
+            cls = get_model_class(name)
+            model = cls.from_file(path)
+            model.artifacts = task_for(cls).load_artifacts(None, {})
+            return model
     raise CheckpointError(f"{path} is a file; genlab loads run directories and {', '.join(MODEL_FILES)} files")
 
 
@@ -103,29 +108,15 @@ def export(path: str | Path, fmt: str = "arpa", out: str | Path | None = None) -
     """Write the model at `path` in format `fmt` (n-gram models: ARPA); returns the file written."""
     model = load(path)
     target = Path(out) if out is not None else Path(path) / f"model.{fmt}"
-    model.task.export(model, target, fmt)
+    task_for(model).export(model, target, fmt)
     return target
-
-
-def load_neural(cls: type, run: RunDir, config: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    """Build `cls` from a run's saved config and load its best weights."""
-    try:
-        model_cfg = from_dict(cls.Config, config["model_config"], f"{run.path}/config.json")
-    except (KeyError, ConfigError) as e:
-        raise CheckpointError(f"{run.path}/config.json does not describe a {config['model']} model: {e}") from None
-    model = cls(model_cfg)
-    load_weights_into(model, run.file(WEIGHTS))
-    model.to(device).eval()
-    model.artifacts = cls.task.load_artifacts(run)
-    model.run_config = config
-    return model
 
 
 def sample(path: str | Path, **options: Any) -> Any:
     """Sample from a trained model; options are the family's (prompt, temperature, label, ...)."""
     model = load(path)
     options.setdefault("run_dir", Path(path))  # where image tasks put their grid; text tasks ignore it
-    return model.task.sample(model, model.artifacts, model.run_config, **options)
+    return task_for(model).sample(model, model.artifacts, model.run_config, **options)
 
 
 def evaluate(path: str | Path, data: str | None = None, split: str = "test", write: bool = True,
@@ -133,12 +124,13 @@ def evaluate(path: str | Path, data: str | None = None, split: str = "test", wri
     """Held-out metrics of a trained model; also written to RUN/eval.json (and RUN/eval.md when the task
     has a `write_report` hook). `options` are the family's (num_samples, iwae_samples for image models)."""
     model = load(path)
-    _check_options(model.task.evaluate, options, model.run_config["model"])
-    report = model.task.evaluate(model, model.artifacts, model.run_config, data=data, split=split, **options)
+    task = task_for(model)
+    _check_options(task.evaluate, options, model.run_config["model"])
+    report = task.evaluate(model, model.artifacts, model.run_config, data=data, split=split, **options)
     report = {"model": model.run_config["model"], **report}
     if write and Path(path).is_dir():
         atomic_write_json(Path(path) / "eval.json", report)
-        write_report = getattr(model.task, "write_report", None)
+        write_report = getattr(task, "write_report", None)
         if write_report is not None:
             write_report(model, model.artifacts, model.run_config, Path(path), report)
     return report
@@ -155,9 +147,14 @@ def interpolate(path: str | Path, **options: Any) -> dict[str, Any]:
     return _image_command(path, "interpolate", options)
 
 
+def edit(path: str | Path, **options: Any) -> dict[str, Any]:
+    """SDEdit or inpainting of one image by a diffusion model: a row of edits, default RUN/edit.png."""
+    return _image_command(path, "edit", options)
+
+
 def _image_command(path: str | Path, name: str, options: dict[str, Any]) -> dict[str, Any]:
     model = load(path)
-    fn = getattr(model.task, name, None)
+    fn = getattr(task_for(model), name, None)
     if fn is None:
         raise ConfigError(f"`genlab {name}` applies to image models; {model.run_config['model']!r} is not one")
     return fn(model, model.artifacts, model.run_config, Path(path), **options)

@@ -95,6 +95,20 @@ def load_weights_into(module: torch.nn.Module, path: Path) -> None:
         ) from None
 
 
+def load_neural(cls: type, run: "RunDir", config: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    """Build `cls` from a run's saved config and load its best weights, on `device`, in eval mode."""
+    from genlab.config import from_dict
+    from genlab.errors import ConfigError
+
+    try:
+        model_cfg = from_dict(cls.Config, config["model_config"], f"{run.path}/config.json")
+    except (KeyError, ConfigError) as e:
+        raise CheckpointError(f"{run.path}/config.json does not describe a {config['model']} model: {e}") from None
+    model = cls(model_cfg)
+    load_weights_into(model, run.file(WEIGHTS))
+    return model.to(device).eval()
+
+
 # --- run directory ---
 
 class RunDir:

@@ -58,6 +58,21 @@ def train(
             raise typer.Exit(130)
 
 
+# A diffusion model's sampling options, shared by sample, edit and eval (None: the run's defaults).
+SamplerOpt = Annotated[str | None, typer.Option(help="diffusion: ddpm, ddim or dpm-solver++ [default: the run's, "
+                                                     "dpm-solver++]")]
+StepsOpt = Annotated[int | None, typer.Option(help="diffusion: sampling steps [default: the run's, 20]")]
+GuidanceOpt = Annotated[float | None, typer.Option(help="diffusion, conditional: classifier-free guidance scale w "
+                                                        "(0: none) [default: the run's, 1]")]
+EtaOpt = Annotated[float | None, typer.Option(help="diffusion, ddim: noise η in [0, 1] [default: 0]")]
+
+
+def diffusion_options(sampler: str | None, steps: int | None, guidance: float | None,
+                      eta: float | None) -> dict[str, Any]:
+    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @app.command()
 def sample(
     run: Annotated[Path, typer.Argument(help="run directory")],
@@ -72,11 +87,16 @@ def sample(
     num_samples: Annotated[int | None, typer.Option(help="image models: images to generate [default: 64]")] = None,
     out: Annotated[Path | None, typer.Option(help="image models: grid PNG [default: RUN/samples.png]")] = None,
     npz: Annotated[Path | None, typer.Option(help="image models: also write the raw uint8 samples here")] = None,
+    sampler: SamplerOpt = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
     """Generate from a trained model: text streams to the terminal; images go to a PNG grid."""
     image = {k: v for k, v in {"num_samples": num_samples, "out_path": out, "npz": npz}.items() if v is not None}
     result = api.sample(run, prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                        top_p=top_p, seed=seed, beam=beam, label=label, **image)
+                        top_p=top_p, seed=seed, beam=beam, label=label, **image,
+                        **diffusion_options(sampler, steps, guidance, eta))
     if isinstance(result, str):
         typer.echo()
 
@@ -107,6 +127,29 @@ def interpolate(
     api.interpolate(run, pairs=pairs, steps=steps, split=split, out_path=out, seed=seed)
 
 
+@app.command()
+def edit(
+    run: Annotated[Path, typer.Argument(help="run directory of a diffusion model")],
+    image: Annotated[Path, typer.Option(help="the image to edit (PNG, JPEG, ...)")],
+    mask: Annotated[Path | None, typer.Option(help="inpainting: a mask the image's size, white = repaint, "
+                                                   "black = keep")] = None,
+    strength: Annotated[float | None, typer.Option(help="noise level to start from, in (0, 1] "
+                                                        "[default: 0.6; 1 with --mask]")] = None,
+    label: Annotated[str | None, typer.Option(help="conditional models: the class to edit towards")] = None,
+    num_samples: Annotated[int, typer.Option(help="edits, each from its own seed")] = 8,
+    seed: Annotated[int, typer.Option(help="seed of the first edit")] = 0,
+    out: Annotated[Path | None, typer.Option(help="row PNG [default: RUN/edit.png]")] = None,
+    sampler: SamplerOpt = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    eta: EtaOpt = None,
+) -> None:
+    """Edit an image with a diffusion model: SDEdit (noise it part-way, denoise with a new --label) or, with
+    --mask, inpainting. Writes the input, the masked input and the edits in one row."""
+    api.edit(run, image=image, mask=mask, strength=strength, label=label, num_samples=num_samples, seed=seed,
+             out_path=out, **diffusion_options(sampler, steps, guidance, eta))
+
+
 @app.command(name="eval")
 def evaluate(
     run: Annotated[Path, typer.Argument(help="run directory")],
@@ -117,9 +160,19 @@ def evaluate(
                                                          "[default: 1000]")] = None,
     iwae_samples: Annotated[int | None, typer.Option(help="VAEs: importance samples k of the IWAE bound "
                                                           "[default: 64]")] = None,
+    likelihood_images: Annotated[int | None, typer.Option(help="diffusion: images of the split (the first ones) "
+                                                               "for the variational bound [default: 256]")] = None,
+    likelihood_timesteps: Annotated[int | None, typer.Option(help="diffusion: timestep strata of the bound "
+                                                                  "(T - 1: every term) [default: 100]")] = None,
+    sampler: SamplerOpt = None,
+    steps: StepsOpt = None,
+    guidance: GuidanceOpt = None,
+    eta: EtaOpt = None,
 ) -> None:
     """Held-out metrics of a trained model, as a table and in RUN/eval.json (image models: also RUN/eval.md)."""
-    extra = {k: v for k, v in {"num_samples": num_samples, "iwae_samples": iwae_samples}.items() if v is not None}
+    given = {"num_samples": num_samples, "iwae_samples": iwae_samples, "likelihood_images": likelihood_images,
+             "likelihood_timesteps": likelihood_timesteps}
+    extra = {k: v for k, v in given.items() if v is not None} | diffusion_options(sampler, steps, guidance, eta)
     report = api.evaluate(run, data=data, split=split, **extra)
     typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 
@@ -206,9 +259,10 @@ def models_list() -> None:
 def models_show(model: Annotated[str, typer.Argument(help="model name")]) -> None:
     """Options of MODEL (model, data and training), with defaults."""
     from genlab.registry import get_model_class
+    from genlab.tasks import task_for
 
     cls = get_model_class(model)
-    for title, config in cls.task.config_sections(cls).items():
+    for title, config in task_for(cls).config_sections(cls).items():
         typer.echo(f"{title} options:")
         defaults = getattr(cls, "train_defaults", {}) if title == "train" else {}
         for name, default, help_text in describe(config, defaults):

@@ -1,7 +1,8 @@
 """Name → model class. The CLI, `genlab.load` and the contract tests all read this one table.
 
-A model registers itself with `@register("lstm")`; its class has a `Config` dataclass attribute whose
-fields are the model's options.
+A model registers itself with `@register("lstm", task="text")`; its class has a `Config` dataclass attribute
+whose fields are the model's options. `task` names the family's task (genlab.tasks.TASKS), which the layers
+above look up with `genlab.tasks.task_for`: a model never imports its task.
 """
 
 from collections.abc import Callable
@@ -12,12 +13,13 @@ from genlab.errors import ConfigError
 MODELS: dict[str, type] = {}
 
 
-def register(name: str) -> Callable[[type], type]:
+def register(name: str, task: str) -> Callable[[type], type]:
     def add(cls: type) -> type:
         if name in MODELS:
             raise RuntimeError(f"model name {name!r} registered twice")
         MODELS[name] = cls
         cls.registry_name = name
+        cls.task_name = task
         return cls
 
     return add

@@ -287,6 +287,19 @@ def _read_image_file(path: Path) -> np.ndarray | None:
         return None
 
 
+def read_image(path: str | Path) -> torch.Tensor:
+    """One PNG/JPEG/... file as uint8 (1, C, H, W), C = 1 for grayscale, 3 otherwise; DataError when it is
+    missing or Pillow cannot decode all of it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    arr = _read_image_file(path)
+    if arr is None:
+        raise DataError(f"{path} is not a readable image (corrupt, truncated or not an image format Pillow knows)")
+    t = torch.from_numpy(arr)
+    return (t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]).contiguous()
+
+
 def load_image_folder(folder: Path, mixed_sizes: str = "resize") -> RawImages:
     """Images under `folder`: each sub-folder a class (sorted names); no sub-folders -> unlabelled."""
     classes = sorted(d for d in folder.iterdir()

@@ -6,12 +6,13 @@ never ask which family they hold; they call the family's task.
     task.config_sections(model_cls) -> {name: dataclass}   the option sections (model, data[, train])
     task.train(name, model_cls, configs, run, overwrite, resume) -> summary
     task.prepare(data_cfg, model_cls, train_cfg, dist, run=None) -> Prepared
-    task.load_artifacts(run) -> artifacts             e.g. the tokenizer
+    task.load_artifacts(run, config) -> artifacts     e.g. the tokenizer (run is None for a bare model file)
     task.sample(model, artifacts, config, **options)  writes to the terminal or files
     task.evaluate(model, artifacts, config, data, split) -> report dict
 """
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,16 @@ from genlab.checkpoint import RunDir
 from genlab.config import to_dict
 from genlab.distributed import setup, teardown
 from genlab.trainer import TrainConfig, Trainer
+
+# Task name (a model's `task_name`, set by @register) -> "module:object" of the task serving that family.
+TASKS = {"text": "genlab.tasks.text:TEXT_LM", "ngram": "genlab.tasks.ngram:NGRAM_TASK",
+         "images": "genlab.tasks.images:IMAGE_GEN"}
+
+
+def task_for(model: Any) -> Any:
+    """The task of a registered model class or instance."""
+    module, name = TASKS[model.task_name].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass

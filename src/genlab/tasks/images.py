@@ -18,13 +18,20 @@ Optional hooks, called when present:
         both: `genlab interpolate` walks between two prior draws (a GAN)
     encode(x, labels=None) -> (N, Z)                   images in model range → latents (posterior means)
         with decode: `genlab reconstruct`, and `genlab interpolate` walks between two real images (a VAE)
-    likelihood_report(images_uint8, labels, num_importance_samples) -> dict
-        bounds of -log p(x) on the evaluation split (a VAE's ELBO and IWAE), merged into the eval report
-        (report keys ending in _nats are nats per image; _bits_per_dim bits per dimension)
+    likelihood_report(images_uint8, labels, **likelihood_options) -> dict
+        bounds of -log p(x) on the evaluation split (a VAE's ELBO and IWAE, a diffusion model's variational
+        bound), merged into the eval report (report keys ending in _nats are nats per image; _bits_per_dim bits
+        per dimension; "likelihood_note" is the report's paragraph about them)
+    sampling_option_names: tuple of generate's keyword options (a diffusion model's sampler, steps, guidance,
+        eta), accepted by sample, eval and edit
+    edit(images, labels, strength, mask, generator, **sampling_options) -> (N,C,H,W)
+        images in model range re-generated part-way (SDEdit) or inside a mask (inpainting): `genlab edit`
 
 A run of an image model keeps `images.json` (class names, shape, pixel range) beside the weights.
 """
 
+import dataclasses
+import inspect
 import json
 import math
 import sys
@@ -34,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from genlab.checkpoint import RunDir, atomic_write_bytes, atomic_write_json
 from genlab.config import from_dict
@@ -41,8 +49,10 @@ from genlab.data.images import (
     ImageBatches,
     ImageDataConfig,
     ImageDataset,
+    fit_images,
     from_model_range,
     load_images,
+    read_image,
     save_image_grid,
     to_model_range,
 )
@@ -98,19 +108,36 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     return torch.arange(n) % num_classes
 
 
+def sampling_options(model: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """The given (not None) sampling options, checked against those the model's `generate` takes."""
+    given = {k: v for k, v in options.items() if v is not None}
+    known = getattr(model, "sampling_option_names", ())
+    bad = sorted(set(given) - set(known))
+    if bad:
+        name = getattr(model, "registry_name", type(model).__name__)
+        raise ConfigError(f"--{bad[0]} applies to diffusion models; a {name!r} model samples in one pass")
+    if known:
+        model.sampling_options(**given)  # checks the values now, before any work is done
+    return given
+
+
 def generate_uint8(model: Any, num_samples: int, labels: torch.Tensor | None = None, seed: int | None = None,
-                   batch_size: int = 500) -> torch.Tensor:
-    """`num_samples` images from `model` as uint8 (N,C,H,W) on the CPU, in batches, reproducible with `seed`."""
+                   batch_size: int = 500, progress: bool = False, **options: Any) -> torch.Tensor:
+    """`num_samples` images from `model` as uint8 (N,C,H,W) on the CPU, in batches, reproducible with `seed`;
+    `options` are the model's sampling options (a diffusion model's sampler, steps, guidance)."""
     if num_samples < 1:
         raise ConfigError("--num-samples must be at least 1")
+    options = sampling_options(model, options)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     out = []
-    with torch.no_grad():
+    with torch.no_grad(), tqdm(total=num_samples, unit="image", desc="sampling", leave=False,
+                               disable=not progress) as bar:
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
             y = labels[start:start + n] if labels is not None else None
-            x = model.generate(n, labels=y, generator=gen)
+            x = model.generate(n, labels=y, generator=gen, **options)
             out.append(from_model_range(x.detach().float().cpu(), model.pixel_range))
+            bar.update(n)
     return torch.cat(out)
 
 
@@ -178,7 +205,7 @@ class ImageGenTask(NeuralTask):
             save_artifacts=lambda r: atomic_write_json(r.file(ARTIFACTS), artifacts),
         )
 
-    def load_artifacts(self, run: RunDir) -> dict[str, Any]:
+    def load_artifacts(self, run: RunDir, config: dict[str, Any]) -> dict[str, Any]:
         path = run.file(ARTIFACTS)
         if not path.is_file():
             raise CheckpointError(f"{run.path} has no {ARTIFACTS}")
@@ -201,10 +228,12 @@ class ImageGenTask(NeuralTask):
     def sample(self, model: Any, artifacts: dict, config: dict, *, prompt: str = "", label: str | int | None = None,
                num_samples: int = 64, out_path: str | Path | None = None, npz: str | Path | None = None,
                seed: int | None = None, nrow: int | None = None, run_dir: str | Path | None = None,
-               log: Any = True, **unused: Any) -> dict[str, Any]:
+               log: Any = True, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
+               eta: float | None = None, **unused: Any) -> dict[str, Any]:
         """A grid PNG of `num_samples` samples (default RUN/samples.png), and the raw uint8 samples in an .npz
         when `npz` is given. A conditional model samples `label` (class name or index) or every class in turn
-        (one class per column)."""
+        (one class per column). `sampler`, `steps`, `guidance`, `eta`: a diffusion model's sampling."""
+        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta})
         if prompt:
             raise ConfigError("--prompt applies to language models; an image model takes --label "
                               "(conditional models) or nothing")
@@ -219,7 +248,7 @@ class ImageGenTask(NeuralTask):
             if run_dir is None:
                 raise ConfigError("give an output path for the sample grid (--out)")
             out_path = Path(run_dir) / "samples.png"
-        images = generate_uint8(model, num_samples, labels, seed)
+        images = generate_uint8(model, num_samples, labels, seed, progress=bool(log), **options)
         save_image_grid(images, Path(out_path), nrow)
         written = {"grid": str(out_path), "num_samples": num_samples}
         if npz is not None:
@@ -230,6 +259,55 @@ class ImageGenTask(NeuralTask):
             also = f" and {npz}" if npz else ""
             print(f"wrote {num_samples} samples{what} to {out_path}{also}", file=_stream(log))
         return written
+
+    # --- editing (diffusion models) ---
+
+    def edit(self, model: Any, artifacts: dict, config: dict, run_dir: str | Path, *, image: str | Path,
+             mask: str | Path | None = None, strength: float | None = None, label: str | int | None = None,
+             num_samples: int = 8, seed: int = 0, out_path: str | Path | None = None, sampler: str | None = None,
+             steps: int | None = None, guidance: float | None = None, eta: float | None = None,
+             log: Any = True) -> dict[str, Any]:
+        """A row PNG (default RUN/edit.png): the input image, the masked input (with `mask`), then `num_samples`
+        edits made with seeds `seed`, `seed`+1, ... SDEdit without a mask: the image noised to `strength`
+        (default 0.6) and denoised with `label` (a conditional model without `label` denoises unconditionally).
+        With a mask (white = repaint, black = keep; the input's size): inpainting, `strength` default 1."""
+        if not callable(getattr(model, "edit", None)):
+            name = getattr(model, "registry_name", type(model).__name__)
+            raise ConfigError(f"`genlab edit` needs a diffusion model; {name!r} cannot edit images")
+        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta})
+        strength = strength if strength is not None else (1.0 if mask is not None else 0.6)
+        if not 0 < strength <= 1:
+            raise ConfigError(f"--strength must be in (0, 1], not {strength}")
+        if num_samples < 1:
+            raise ConfigError("--num-samples must be at least 1")
+        index = resolve_label(label, artifacts.get("class_names"), model.conditional) if label is not None else None
+        raw = read_image(image)  # (1, C, H, W) uint8
+        size, channels = artifacts["image_size"], artifacts["channels"]
+        x = fit_images(raw, channels, size)
+        keep_mask = None
+        if mask is not None:
+            m = read_image(mask)
+            if m.shape[2:] != raw.shape[2:]:
+                raise DataError(f"the mask {mask} is {m.shape[3]}×{m.shape[2]} pixels but the image {image} is "
+                                f"{raw.shape[3]}×{raw.shape[2]}; draw the mask at the image's size")
+            gray = fit_images(m, 1, size).float() / 255  # (1, 1, H, W)
+            keep_mask = (gray > 0.5).float()  # 1 = repaint
+        xs = to_model_range(x, model.pixel_range).repeat(num_samples, 1, 1, 1)
+        labels = None if index is None else torch.full((num_samples,), index, dtype=torch.long)
+        edited = model.edit(xs, labels, strength, keep_mask, torch.Generator().manual_seed(seed), **options)
+        edited = from_model_range(edited.float().cpu(), model.pixel_range)
+        row = [x]
+        if keep_mask is not None:
+            row.append((x.float() * (1 - keep_mask)).to(torch.uint8))  # the repainted region shown black
+        out_path = Path(out_path) if out_path else Path(run_dir) / "edit.png"
+        grid = torch.cat(row + [edited])
+        save_image_grid(grid, out_path, nrow=len(grid))
+        what = "inpainted" if keep_mask is not None else f"SDEdit at strength {strength:g}"
+        cond = f" as {artifacts['class_names'][index]!r}" if index is not None else ""
+        if log:
+            print(f"wrote {image} and {num_samples} edits ({what}{cond}) to {out_path}", file=_stream(log))
+        return {"grid": str(out_path), "num_samples": num_samples, "strength": strength,
+                "inpainting": keep_mask is not None}
 
     # --- reconstructions and latent walks (models with an encoder) ---
 
@@ -324,16 +402,23 @@ class ImageGenTask(NeuralTask):
     # --- evaluation ---
 
     def evaluate(self, model: Any, artifacts: dict, config: dict, data: str | None = None, split: str = "test", *,
-                 num_samples: int = 1000, iwae_samples: int = 64, seed: int = 0) -> dict[str, Any]:
+                 num_samples: int = 1000, iwae_samples: int = 64, seed: int = 0, likelihood_images: int | None = None,
+                 likelihood_timesteps: int | None = None, sampler: str | None = None, steps: int | None = None,
+                 guidance: float | None = None, eta: float | None = None) -> dict[str, Any]:
         """Likelihood bounds (when the model has them) and sample quality against `split`: Fréchet distance,
         KID, precision/recall in a feature net's space, on `num_samples` generated images; for conditional
-        models, how often the feature net classifies a sample as the label it was drawn for."""
+        models, how often the feature net classifies a sample as the label it was drawn for.
+        `likelihood_images`, `likelihood_timesteps`: a diffusion model's variational bound (its subset of the
+        split and its number of timestep strata); `sampler` ... `eta`: how a diffusion model samples."""
         from genlab.eval.images import feature_net, image_metrics
 
         if split not in ("valid", "test"):
             raise ConfigError(f"image models are evaluated on a held-out split, valid or test, not {split!r}")
         if num_samples < 1 or iwae_samples < 1:
             raise ConfigError("--num-samples and --iwae-samples must be at least 1")
+        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta})
+        likelihood_options = {k: v for k, v in {"likelihood_images": likelihood_images,
+                                                "likelihood_timesteps": likelihood_timesteps}.items() if v is not None}
         ds = self.dataset(config, data, artifacts)
         images, labels = ds.splits[split], ds.labels[split]
         if len(images) == 0:
@@ -341,13 +426,18 @@ class ImageGenTask(NeuralTask):
         report: dict[str, Any] = {"data": ds.source, "split": split, "n_images": len(images),
                                   "image_shape": [ds.channels, ds.image_size, ds.image_size]}
         likelihood = getattr(model, "likelihood_report", None)
+        if likelihood_options and not (callable(likelihood)
+                                       and "likelihood_images" in inspect.signature(likelihood).parameters):
+            raise ConfigError("--likelihood-images and --likelihood-timesteps apply to diffusion models")
         if callable(likelihood):
-            report |= likelihood(images, labels, num_importance_samples=iwae_samples)
+            report |= likelihood(images, labels, num_importance_samples=iwae_samples, **likelihood_options)
         if not ds.num_classes:
             report["sample_quality"] = "skipped: the data set has no class labels to train the feature net on"
             return report
         gen_labels = balanced_labels(num_samples, artifacts["num_classes"]) if model.conditional else None
-        generated = generate_uint8(model, num_samples, gen_labels, seed)
+        generated = generate_uint8(model, num_samples, gen_labels, seed, progress=True, **options)
+        if options or getattr(model, "sampling_option_names", ()):
+            report["sampling"] = dataclasses.asdict(model.sampling_options(**options))
         net = feature_net(ds)
         report |= image_metrics(generated, ds, labels=gen_labels, split=split, net=net)
         if gen_labels is not None:
@@ -373,7 +463,9 @@ class ImageGenTask(NeuralTask):
                                    out_path=run_dir / "eval_reconstructions.png", log=None)
             figures.append(("Reconstructions (odd rows: inputs, even rows: reconstructions)", Path(rec["grid"])))
         notes = []
-        if "likelihood_model" in report:
+        if "likelihood_note" in report:
+            notes.append(report["likelihood_note"])
+        elif "likelihood_model" in report:
             notes.append(f"Likelihood: {report['likelihood_model']}. Bounds of -log p(x): `neg_elbo` (the ELBO) "
                          f"and `iwae_nll` (IWAE, k = {report.get('iwae_k')}), in nats per image and bits per "
                          "dimension; lower is better, IWAE is the tighter. For reference, Burda et al. (2016) "

@@ -38,7 +38,7 @@ class TextLMTask(NeuralTask):
         corpus = load_corpus(data_cfg)
         # On resume the saved tokenizer is reused, so ids keep their meaning.
         if run is not None and run.file(TOKENIZER).is_file():
-            tokenizer = self.load_artifacts(run)
+            tokenizer = self.load_artifacts(run, {})
         else:
             tokenizer = train_tokenizer(data_cfg.tokenizer, corpus.train, data_cfg.lowercase, data_cfg.max_vocab)
         train = encode_split(tokenizer, corpus.train)
@@ -59,7 +59,7 @@ class TextLMTask(NeuralTask):
             save_artifacts=lambda r: atomic_write_json(r.file(TOKENIZER), tokenizer.to_dict()),
         )
 
-    def load_artifacts(self, run: RunDir) -> Tokenizer:
+    def load_artifacts(self, run: RunDir, config: dict[str, Any]) -> Tokenizer:
         import json
 
         path = run.file(TOKENIZER)

@@ -78,8 +78,8 @@ from torch.nn.utils.parametrizations import spectral_norm
 from genlab.checkpoint import atomic_write_bytes
 from genlab.config import option
 from genlab.errors import ConfigError, TrainingError
+from genlab.nn.ema import update_ema
 from genlab.registry import register
-from genlab.tasks.images import IMAGE_GEN
 from genlab.trainer import StepContext, Trainable, TrainConfig
 
 
@@ -335,12 +335,11 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return getattr(net, "module", net)  # DistributedDataParallel keeps the network in .module
 
 
-@register("gan")
+@register("gan", task="images")
 class GAN(Trainable, nn.Module):
     """Generative adversarial network (MLP or DCGAN; minimax, non-saturating, hinge, LS, WGAN-GP losses)."""
 
     Config = GANConfig
-    task = IMAGE_GEN
     pixel_range = "symmetric"  # G ends in tanh
     item_name = "images"
     # Literature values for `genlab train gan` (DCGAN's lr 2e-4, constant, no clipping); see the report.
@@ -422,17 +421,9 @@ class GAN(Trainable, nn.Module):
             self.save_progress(ctx.run_dir, ctx.step + 1)
         return out | {"items": float(B)}
 
-    @torch.no_grad()
     def update_ema(self, num_updates: int) -> None:
-        """G_ema ← d·G_ema + (1 − d)·G with d = min(decay, (1 + n)/(10 + n)): early on the average forgets fast
-        (TensorFlow's ExponentialMovingAverage num_updates rule), so G_ema is not the random init for long."""
-        if self.G_ema is None:
-            return
-        decay = min(self.config.ema_decay, (1 + num_updates) / (10 + num_updates))
-        for e, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
-            e.lerp_(p, 1 - decay)
-        for e, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
-            e.copy_(b)  # BatchNorm running statistics
+        if self.G_ema is not None:
+            update_ema(self.G_ema, self.G, self.config.ema_decay, num_updates)
 
     def check_collapse(self, ctx: StepContext, d_fake: float) -> None:
         """Raise TrainingError once D has rejected the fakes (prob < threshold) for collapse_steps steps in a row.

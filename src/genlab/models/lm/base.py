@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.eval.perplexity import TokenSplit, stream_nll
-from genlab.tasks.text import TEXT_LM
 from genlab.trainer import StepContext, Trainable
 
 State = tuple[torch.Tensor, ...] | None
@@ -21,7 +20,6 @@ State = tuple[torch.Tensor, ...] | None
 
 class LanguageModel(Trainable, nn.Module):
     item_name = "tokens"
-    task = TEXT_LM
     # True: train with truncated BPTT, the hidden state carried across windows (Zaremba et al. 2014).
     stateful_training = False
 

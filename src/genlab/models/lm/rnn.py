@@ -73,21 +73,21 @@ class RecurrentLM(LanguageModel):
         return logits, tuple(h.transpose(0, 1) for h in hidden)
 
 
-@register("rnn")
+@register("rnn", task="text")
 class RNNLM(RecurrentLM):
     """Elman RNN with tanh units."""
 
     cell = nn.RNN
 
 
-@register("lstm")
+@register("lstm", task="text")
 class LSTMLM(RecurrentLM):
     """Long short-term memory."""
 
     cell = nn.LSTM
 
 
-@register("gru")
+@register("gru", task="text")
 class GRULM(RecurrentLM):
     """Gated recurrent unit."""
 

@@ -82,7 +82,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-@register("transformer")
+@register("transformer", task="text")
 class TransformerLM(LanguageModel):
     """GPT-style decoder-only Transformer."""
 

@@ -38,7 +38,6 @@ from genlab.models.ngram.counts import (
 )
 from genlab.models.ngram.smoothing import Counts, Estimate, make_smoother
 from genlab.registry import register
-from genlab.tasks.ngram import NGRAM_TASK
 
 WEIGHTS_FILE = "ngram.safetensors"
 META_FILE = "ngram.json"
@@ -51,26 +50,21 @@ def _words(sentence: Sentence) -> Sequence[str]:
     return sentence.split() if isinstance(sentence, str) else sentence
 
 
-@register("ngram")
+@register("ngram", task="ngram")
 class NgramLM:
     """Statistical n-gram LM: MLE, add-k, Witten-Bell, Kneser-Ney, modified Kneser-Ney (KenLM), stupid backoff."""
 
     Config = NgramConfig
-    task = NGRAM_TASK
 
     @classmethod
     def from_run(cls, run: RunDir, config: dict, device: object = None) -> NgramLM:
         """The model saved in run directory `run` (see genlab.load); `device` is unused: numpy on the CPU."""
-        model = cls.load(run.path)
-        model.artifacts = NGRAM_TASK.load_artifacts(run, config)
-        model.run_config = config
-        return model
+        return cls.load(run.path)
 
     @classmethod
     def from_file(cls, path: Path) -> NgramLM:
         """An ARPA file as a ready model, scoring whitespace-separated words."""
         model = cls.from_arpa(path)
-        model.artifacts = NGRAM_TASK.load_artifacts(None, {})
         model.run_config = {"model": "ngram", "model_config": asdict(model.config), "data": {"data": str(path)}}
         return model
 

@@ -34,7 +34,6 @@ from torch import nn
 from genlab.config import option
 from genlab.errors import ConfigError
 from genlab.registry import register
-from genlab.tasks.images import IMAGE_GEN, ImageSplit
 from genlab.trainer import StepContext, Trainable
 
 LOG_2PI = math.log(2 * math.pi)
@@ -155,12 +154,11 @@ class ConvDecoder(nn.Module):
 
 # --- the model: objective, bounds, generation ---
 
-@register("vae")
+@register("vae", task="images")
 class VAE(Trainable, nn.Module):
     """Variational autoencoder (MLP or conv, Bernoulli or Gaussian decoder, β, warm-up, conditional)."""
 
     Config = VAEConfig
-    task = IMAGE_GEN
     pixel_range = "unit"  # the decoder's Bernoulli means / Gaussian means live in [0, 1]
     item_name = "images"
 
@@ -263,7 +261,7 @@ class VAE(Trainable, nn.Module):
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, split: ImageSplit, max_batches: int | None = None) -> dict[str, float]:
+    def evaluate(self, split: Any, max_batches: int | None = None) -> dict[str, float]:
         """Negative ELBO per image in nats (β = 1, one z per image, fixed noise), its parts and bits/dim."""
         gen = torch.Generator(self.device).manual_seed(0)  # the same noise at every validation
         rec_sum = kl_sum = 0.0

@@ -1,0 +1,192 @@
+"""The denoising U-Net of pixel-space diffusion models: ε_θ(x_t, t, c) (or v_θ, x₀_θ), images in, images out.
+
+References:
+    Ronneberger, Fischer & Brox 2015, "U-Net" (encoder, decoder, skip connections at every resolution)
+    Ho, Jain & Abbeel 2020, "Denoising Diffusion Probabilistic Models", Appendix B (the PixelCNN++-style U-Net:
+        residual blocks with GroupNorm, sinusoidal timestep embedding added in every block, self-attention at
+        the low resolutions, dropout)
+    Nichol & Dhariwal 2021, "Improved DDPM" and Dhariwal & Nichol 2021, "Diffusion Models Beat GANs"
+        (scale-shift conditioning of the second GroupNorm, zero-initialised residual branches, conditioning
+        vectors added to the timestep embedding)
+    Vaswani et al. 2017 (the sinusoidal embedding)
+
+    x (B, C, H, W) ─ conv 3×3 ─┬─ level 0: R × ResBlock ─ down ─ level 1 ... ─ level L−1: R × ResBlock [+ Attn]
+                               │                                                          │
+                               │                                      middle: ResBlock, Attn, ResBlock
+                               │                                                          │
+    out (B, C, H, W) ─ GN, SiLU, conv 3×3 (zero-init) ─ level 0: (R+1) × ResBlock(skip) ─ up ─ ... ─┘
+    t (B,) ─ sinusoid ─ MLP ─┐
+    c (B, D) or None ─ Linear ┴─ + = embedding e (B, 4·base), fed to every ResBlock
+
+Level i has base·channel_mult[i] channels at resolution H / 2^i; each downsampling halves H and W (a stride-2
+conv), so the image size must be divisible by 2^(levels − 1): 28 → 14 → 7, 32 → 16 → 8, 64 → 32 → 16 → 8.
+Self-attention runs at the lowest `attention_levels` levels and in the middle. The conditioning input is a
+vector (a class embedding, a pooled text embedding): it joins the timestep embedding, so any conditioner that
+yields a vector drives the same network.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genlab.errors import ConfigError
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoids of the timesteps (B,) at dim/2 geometrically spaced frequencies: (B, dim) = [cos | sin]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    # 32 groups as Ho et al., fewer for narrow layers so each group keeps at least 4 channels.
+    groups = math.gcd(channels, max(1, min(32, channels // 4)))
+    return nn.GroupNorm(groups, channels)
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    # Residual branches start as the identity: a deep U-Net then trains stably from the first step.
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """GN, SiLU, conv; scale-shift of the second GN by the embedding; SiLU, dropout, conv; plus the input."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float):
+        super().__init__()
+        self.norm1, self.conv1 = group_norm(in_ch), nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2, self.drop = group_norm(out_ch), nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.drop(F.silu(h)))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H·W positions, as a residual block."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        if channels % heads:
+            raise ConfigError(f"attention over {channels} channels cannot be split into {heads} heads; "
+                              "choose --attention-heads dividing every level's width")
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.out = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H·W, C/heads)
+        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Stage(nn.ModuleList):
+    """Layers applied in order, each given the embedding (ResBlocks use it, the others ignore it)."""
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, emb)
+        return x
+
+
+def check_unet_shape(image_size: int, channel_mult: tuple[int, ...]) -> None:
+    factor = 2 ** (len(channel_mult) - 1)
+    if image_size % factor:
+        raise ConfigError(f"a U-Net with {len(channel_mult)} levels halves the image {len(channel_mult) - 1} "
+                          f"times, so the image size must be a multiple of {factor}; {image_size} is not "
+                          "(use fewer --channel-mult entries or --image-size 32)")
+
+
+class UNet(nn.Module):
+    """(x_t (B, C, H, W), t (B,), cond (B, cond_dim) or None) → (B, C, H, W)."""
+
+    def __init__(self, in_channels: int, image_size: int, base_channels: int = 64,
+                 channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2, attention_levels: int = 1,
+                 attention_heads: int = 4, dropout: float = 0.1, cond_dim: int = 0):
+        super().__init__()
+        check_unet_shape(image_size, channel_mult)
+        widths = [base_channels * int(m) for m in channel_mult]
+        levels = len(widths)
+        emb_dim = 4 * base_channels
+        self.base_channels = base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.cond_proj = nn.Linear(cond_dim, emb_dim) if cond_dim else None
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+
+        def block(a: int, b: int, level: int) -> list[nn.Module]:
+            layers: list[nn.Module] = [ResBlock(a, b, emb_dim, dropout)]
+            if level >= levels - attention_levels:
+                layers.append(SelfAttention(b, attention_heads))
+            return layers
+
+        # Encoder: every block's output is kept for the decoder (skip_widths tracks their channels).
+        self.down = nn.ModuleList()
+        skip_widths, ch = [widths[0]], widths[0]
+        for level, width in enumerate(widths):
+            for _ in range(num_res_blocks):
+                self.down.append(Stage(block(ch, width, level)))
+                ch = width
+                skip_widths.append(ch)
+            if level < levels - 1:
+                self.down.append(Stage([Downsample(ch)]))
+                skip_widths.append(ch)
+        self.middle = Stage([ResBlock(ch, ch, emb_dim, dropout), SelfAttention(ch, attention_heads),
+                             ResBlock(ch, ch, emb_dim, dropout)])
+        # Decoder: one more block per level than the encoder, each taking one skip connection.
+        self.up = nn.ModuleList()
+        for level in reversed(range(levels)):
+            for i in range(num_res_blocks + 1):
+                layers = block(ch + skip_widths.pop(), widths[level], level)
+                ch = widths[level]
+                if level > 0 and i == num_res_blocks:
+                    layers.append(Upsample(ch))
+                self.up.append(Stage(layers))
+        self.head = nn.Sequential(group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, in_channels, 3, padding=1)))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.base_channels))  # (B, 4·base)
+        if self.cond_proj is not None:
+            if cond is None:
+                raise ValueError("this U-Net was built for a conditioning vector; pass cond")
+            emb = emb + self.cond_proj(cond)
+        h = self.stem(x)
+        skips = [h]
+        for stage in self.down:
+            h = stage(h, emb)
+            skips.append(h)
+        h = self.middle(h, emb)
+        for stage in self.up:
+            h = stage(torch.cat([h, skips.pop()], dim=1), emb)
+        return self.head(h)
