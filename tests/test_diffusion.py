@@ -23,23 +23,13 @@ from genlab.schedulers import SAMPLERS
 from genlab.tasks.images import IMAGE_GEN, ImageSplit
 from genlab.trainer import StepContext, TrainConfig, default_optimizer
 from tests.helpers import run_cli
-from tests.test_image_task import assert_one_line_error, cli
+from tests.test_image_task import _env, assert_one_line_error, cli  # noqa: F401 (_env: autouse fixture)
 from tests.test_vae import SHAPES, make_tiny_npz, tiny_images
 
 QUIET = {"OMP_NUM_THREADS": "1"}  # tiny models on a shared machine: see tests/test_vae.py
 TINY_NET = {"base_channels": 8, "channel_mult": (1, 2), "cond_dim": 16, "attention_heads": 2}
 TINY_NET_CLI = ["--base-channels", "8", "--channel-mult", "1,2", "--cond-dim", "16", "--attention-heads", "2"]
 PAD = 2  # the frame between the images of a grid
-
-
-@pytest.fixture(autouse=True)
-def _env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """The feature-net cache in tmp; one intra-op thread (tiny models on a shared 2-core machine)."""
-    monkeypatch.setenv("GENLAB_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(channels: int = 1, image_size: int = 16, num_classes: int = 4, **options: object) -> Diffusion:
@@ -697,3 +687,25 @@ def test_other_families_refuse_diffusion_commands(tiny: Path, input_png: Path, t
     code, _, err = cli(["eval", vae, "--likelihood-timesteps", 4], monkeypatch, capsys)
     assert_one_line_error(code, err, "--likelihood")
 
+
+
+# --- distributed ---
+
+def test_torchrun_two_processes(tiny: Path, tmp_path: Path) -> None:
+    """DDP over two gloo processes: the wrapped denoiser trains, rank 0 logs every step and keeps the EMA."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    args = ["train", "diffusion", "--data", str(tiny), "--out", str(out), "--device", "cpu", "--conditional",
+            *TINY_NET_CLI, "--timesteps", "100", "--batch-size", "8", "--max-steps", "6", "--log-interval", "1",
+            "--eval-interval", "3"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "genlab", *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    train = [r for r in genlab.api.RunDir(out).read_metrics() if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6] and all(math.isfinite(r["loss"]) for r in train)
+    tensors, _ = load_tensors(out / CHECKPOINT)
+    assert any(k.startswith("model.ema.") for k in tensors)

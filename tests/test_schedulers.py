@@ -132,6 +132,33 @@ def test_trailing_timesteps() -> None:
     assert DDPMSampler(NoiseSchedule.named("linear", 10)).set_timesteps(3).tolist() == [9, 6, 2]
 
 
+def test_linspace_and_logsnr_spacings() -> None:
+    schedule = SCHEDULES["cosine"]
+    assert DDIMSampler(schedule, spacing="linspace").set_timesteps(5).tolist() == [999, 749, 500, 250, 0]
+    ts = DPMSolverSampler(schedule, spacing="logsnr").set_timesteps(20)
+    assert ts[0] == 999 and ts[-1] == 0 and len(torch.unique(ts)) == 20 and (ts[:-1] > ts[1:]).all()
+    ab = schedule.alphas_cumprod
+    lam = (0.5 * (ab.log() - (-ab).log1p()))[ts]
+    gaps = lam[1:] - lam[:-1]  # λ grows by (nearly) equal steps, up to rounding to integer timesteps
+    assert (gaps > 0).all() and torch.median(gaps) > 0.5 * (lam[-1] - lam[0]) / 19
+    # λ-uniform points that round onto a taken timestep move down: N = T still visits every timestep once
+    assert DPMSolverSampler(schedule, spacing="logsnr").set_timesteps(1000).tolist() == list(range(999, -1, -1))
+    with pytest.raises(ConfigError, match="spacing"):
+        DDIMSampler(schedule, spacing="karras")
+
+
+@pytest.mark.parametrize("spacing", ["trailing", "linspace", "logsnr"])
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_delta_data_is_recovered_with_every_spacing(name: str, spacing: str) -> None:
+    schedule = SCHEDULES["cosine"]
+    x_star = torch.linspace(-1, 1, 16, dtype=torch.float64)
+    for num_steps in (2, 7, 20):
+        x = standard_normal(16, seed=num_steps).double()
+        out = sample(make_sampler(name, schedule, "v", spacing=spacing), delta_oracle(schedule, x_star, "v"), x,
+                     num_steps, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(out, x_star, atol=1e-5), (name, spacing, num_steps)
+
+
 def test_strength_keeps_the_last_timesteps() -> None:
     sampler = DDPMSampler(SCHEDULES["linear"])
     full = sampler.set_timesteps(50).tolist()
@@ -246,7 +273,9 @@ def test_delta_data_half_precision(prediction_type: str, dtype: torch.dtype) -> 
     schedule = SCHEDULES["cosine"]
     x_star = (torch.rand(2, 3, 6, 6) * 1.8 - 0.9).to(dtype)
     for name in SAMPLERS:
-        out = sample(make_sampler(name, schedule, prediction_type), delta_oracle(schedule, x_star, prediction_type),
+        # trailing: the half-precision oracle itself cannot express t = 0 (1 − ᾱ_0 ≈ 4e-5 underflows in float16)
+        sampler = make_sampler(name, schedule, prediction_type, spacing="trailing")
+        out = sample(sampler, delta_oracle(schedule, x_star, prediction_type),
                      torch.randn(x_star.shape).to(dtype), 10, generator=torch.Generator().manual_seed(0))
         assert out.dtype == dtype and (out.float() - x_star.float()).abs().max() <= 4 * torch.finfo(dtype).eps
 
@@ -274,7 +303,7 @@ GAUSSIAN_CASES = [("ddpm", {}, 1000, 0.02), ("ddim", {"eta": 0.0}, 100, 0.05), (
 @pytest.mark.parametrize(("name", "options", "num_steps", "bias"), GAUSSIAN_CASES)
 def test_gaussian_data_statistics(schedule_name: str, name: str, options: dict, num_steps: int, bias: float) -> None:
     schedule = SCHEDULES[schedule_name]
-    sampler = make_sampler(name, schedule, clip_x0=False, **options)
+    sampler = make_sampler(name, schedule, clip_x0=False, spacing="trailing", **options)
     gen = torch.Generator().manual_seed(3)
     x = sample(sampler, gaussian_oracle(schedule), standard_normal(N_SAMPLES, seed=4), num_steps, generator=gen)
     # Five standard errors of the sample mean (s/√n) and std (s/√2n), plus the method's bias; the mean has no bias.
@@ -289,7 +318,8 @@ def test_gaussian_data_statistics(schedule_name: str, name: str, options: dict, 
 def test_dpm_solver_beats_ddim_at_10_steps(schedule_name: str) -> None:
     schedule = SCHEDULES[schedule_name]
     x_T = standard_normal(N_SAMPLES, seed=5)
-    err = {name: abs(sample(make_sampler(name, schedule, clip_x0=False), gaussian_oracle(schedule), x_T, 10).std()
+    err = {name: abs(sample(make_sampler(name, schedule, clip_x0=False, spacing="trailing"), gaussian_oracle(schedule),
+                            x_T, 10).std()
                      .item() - S) for name in ("ddim", "dpm-solver++")}
     assert err["dpm-solver++"] < err["ddim"]
 
@@ -302,8 +332,9 @@ def test_order_of_convergence(schedule_name: str) -> None:
     x_T = torch.linspace(-3, 3, 13, dtype=torch.float64)
     exact = gaussian_flow(schedule, x_T, 999, 499)
     for name, lo, hi in [("ddim", 1.7, 2.3), ("dpm-solver++", 3.2, 4.8)]:
-        errors = [(sample(make_sampler(name, schedule, clip_x0=False), gaussian_oracle(schedule), x_T, n,
-                          stop_at=499) - exact).abs().max().item() for n in (20, 40, 80)]
+        sampler = make_sampler(name, schedule, clip_x0=False, spacing="trailing")
+        errors = [(sample(sampler, gaussian_oracle(schedule), x_T, n, stop_at=499) - exact).abs().max().item()
+                  for n in (20, 40, 80)]
         ratios = [errors[0] / errors[1], errors[1] / errors[2]]
         assert all(lo < r < hi for r in ratios), (name, errors)
 

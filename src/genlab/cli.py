@@ -65,11 +65,13 @@ StepsOpt = Annotated[int | None, typer.Option(help="diffusion: sampling steps [d
 GuidanceOpt = Annotated[float | None, typer.Option(help="diffusion, conditional: classifier-free guidance scale w "
                                                         "(0: none) [default: the run's, 1]")]
 EtaOpt = Annotated[float | None, typer.Option(help="diffusion, ddim: noise η in [0, 1] [default: 0]")]
+SpacingOpt = Annotated[str | None, typer.Option(help="diffusion: timestep spacing trailing, linspace or logsnr "
+                                                     "[default: the sampler's]")]
 
 
-def diffusion_options(sampler: str | None, steps: int | None, guidance: float | None,
-                      eta: float | None) -> dict[str, Any]:
-    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta}
+def diffusion_options(sampler: str | None, steps: int | None, guidance: float | None, eta: float | None,
+                      spacing: str | None) -> dict[str, Any]:
+    given = {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta, "spacing": spacing}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -91,12 +93,13 @@ def sample(
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     eta: EtaOpt = None,
+    spacing: SpacingOpt = None,
 ) -> None:
     """Generate from a trained model: text streams to the terminal; images go to a PNG grid."""
     image = {k: v for k, v in {"num_samples": num_samples, "out_path": out, "npz": npz}.items() if v is not None}
     result = api.sample(run, prompt=prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                         top_p=top_p, seed=seed, beam=beam, label=label, **image,
-                        **diffusion_options(sampler, steps, guidance, eta))
+                        **diffusion_options(sampler, steps, guidance, eta, spacing))
     if isinstance(result, str):
         typer.echo()
 
@@ -143,11 +146,12 @@ def edit(
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     eta: EtaOpt = None,
+    spacing: SpacingOpt = None,
 ) -> None:
     """Edit an image with a diffusion model: SDEdit (noise it part-way, denoise with a new --label) or, with
     --mask, inpainting. Writes the input, the masked input and the edits in one row."""
     api.edit(run, image=image, mask=mask, strength=strength, label=label, num_samples=num_samples, seed=seed,
-             out_path=out, **diffusion_options(sampler, steps, guidance, eta))
+             out_path=out, **diffusion_options(sampler, steps, guidance, eta, spacing))
 
 
 @app.command(name="eval")
@@ -168,11 +172,13 @@ def evaluate(
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
     eta: EtaOpt = None,
+    spacing: SpacingOpt = None,
 ) -> None:
     """Held-out metrics of a trained model, as a table and in RUN/eval.json (image models: also RUN/eval.md)."""
     given = {"num_samples": num_samples, "iwae_samples": iwae_samples, "likelihood_images": likelihood_images,
              "likelihood_timesteps": likelihood_timesteps}
-    extra = {k: v for k, v in given.items() if v is not None} | diffusion_options(sampler, steps, guidance, eta)
+    extra = {k: v for k, v in given.items() if v is not None}
+    extra |= diffusion_options(sampler, steps, guidance, eta, spacing)
     report = api.evaluate(run, data=data, split=split, **extra)
     typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 

@@ -20,18 +20,15 @@ class DDIMSampler(Sampler):
     name = "ddim"
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "epsilon", clip_x0: bool = True,
-                 eta: float = 0.0) -> None:
-        super().__init__(schedule, prediction_type, clip_x0)
+                 eta: float = 0.0, spacing: str | None = None) -> None:
+        super().__init__(schedule, prediction_type, clip_x0, spacing)
         if not 0 <= eta <= 1:
             raise ConfigError(f"--eta must be in [0, 1] (got {eta}): 0 is deterministic DDIM, 1 is DDPM-like")
         self.eta = eta
 
     def step(self, model_output: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        t = int(t)
-        t_next = self.prev_timestep(t)
-        x0, eps = self.predict(model_output, t, x)
-        ab, ab_next = self.alpha_bar64(t, x), self.alpha_bar64(t_next, x)
+        t, t_next, x0, eps, ab, ab_next = self.begin_step(model_output, t, x)
         sigma = self.eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).sqrt()
         c_eps = (1 - ab_next - sigma**2).clamp_min(0).sqrt()
         out = ab_next.sqrt().to(x.dtype) * x0 + c_eps.to(x.dtype) * eps

@@ -22,10 +22,7 @@ class DDPMSampler(Sampler):
 
     def step(self, model_output: torch.Tensor, t: torch.Tensor | int, x: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        t = int(t)
-        t_next = self.prev_timestep(t)
-        x0, _ = self.predict(model_output, t, x)
-        ab, ab_next = self.alpha_bar64(t, x), self.alpha_bar64(t_next, x)
+        t, t_next, x0, _, ab, ab_next = self.begin_step(model_output, t, x)
         beta = 1 - ab / ab_next
         c_x0 = ab_next.sqrt() * beta / (1 - ab)
         c_xt = (1 - beta).sqrt() * (1 - ab_next) / (1 - ab)

@@ -229,11 +229,12 @@ class ImageGenTask(NeuralTask):
                num_samples: int = 64, out_path: str | Path | None = None, npz: str | Path | None = None,
                seed: int | None = None, nrow: int | None = None, run_dir: str | Path | None = None,
                log: Any = True, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-               eta: float | None = None, **unused: Any) -> dict[str, Any]:
+               eta: float | None = None, spacing: str | None = None, **unused: Any) -> dict[str, Any]:
         """A grid PNG of `num_samples` samples (default RUN/samples.png), and the raw uint8 samples in an .npz
         when `npz` is given. A conditional model samples `label` (class name or index) or every class in turn
         (one class per column). `sampler`, `steps`, `guidance`, `eta`: a diffusion model's sampling."""
-        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta})
+        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta,
+                                           "spacing": spacing})
         if prompt:
             raise ConfigError("--prompt applies to language models; an image model takes --label "
                               "(conditional models) or nothing")
@@ -266,7 +267,7 @@ class ImageGenTask(NeuralTask):
              mask: str | Path | None = None, strength: float | None = None, label: str | int | None = None,
              num_samples: int = 8, seed: int = 0, out_path: str | Path | None = None, sampler: str | None = None,
              steps: int | None = None, guidance: float | None = None, eta: float | None = None,
-             log: Any = True) -> dict[str, Any]:
+             spacing: str | None = None, log: Any = True) -> dict[str, Any]:
         """A row PNG (default RUN/edit.png): the input image, the masked input (with `mask`), then `num_samples`
         edits made with seeds `seed`, `seed`+1, ... SDEdit without a mask: the image noised to `strength`
         (default 0.6) and denoised with `label` (a conditional model without `label` denoises unconditionally).
@@ -274,7 +275,8 @@ class ImageGenTask(NeuralTask):
         if not callable(getattr(model, "edit", None)):
             name = getattr(model, "registry_name", type(model).__name__)
             raise ConfigError(f"`genlab edit` needs a diffusion model; {name!r} cannot edit images")
-        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta})
+        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta,
+                                           "spacing": spacing})
         strength = strength if strength is not None else (1.0 if mask is not None else 0.6)
         if not 0 < strength <= 1:
             raise ConfigError(f"--strength must be in (0, 1], not {strength}")
@@ -404,7 +406,8 @@ class ImageGenTask(NeuralTask):
     def evaluate(self, model: Any, artifacts: dict, config: dict, data: str | None = None, split: str = "test", *,
                  num_samples: int = 1000, iwae_samples: int = 64, seed: int = 0, likelihood_images: int | None = None,
                  likelihood_timesteps: int | None = None, sampler: str | None = None, steps: int | None = None,
-                 guidance: float | None = None, eta: float | None = None) -> dict[str, Any]:
+                 guidance: float | None = None, eta: float | None = None,
+                 spacing: str | None = None) -> dict[str, Any]:
         """Likelihood bounds (when the model has them) and sample quality against `split`: Fréchet distance,
         KID, precision/recall in a feature net's space, on `num_samples` generated images; for conditional
         models, how often the feature net classifies a sample as the label it was drawn for.
@@ -416,7 +419,8 @@ class ImageGenTask(NeuralTask):
             raise ConfigError(f"image models are evaluated on a held-out split, valid or test, not {split!r}")
         if num_samples < 1 or iwae_samples < 1:
             raise ConfigError("--num-samples and --iwae-samples must be at least 1")
-        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta})
+        options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta,
+                                           "spacing": spacing})
         likelihood_options = {k: v for k, v in {"likelihood_images": likelihood_images,
                                                 "likelihood_timesteps": likelihood_timesteps}.items() if v is not None}
         ds = self.dataset(config, data, artifacts)

@@ -45,6 +45,7 @@ from genlab.models.diffusion.unet import UNet, check_unet_shape
 from genlab.nn.ema import update_ema
 from genlab.registry import register
 from genlab.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler
+from genlab.schedulers.base import SPACINGS
 from genlab.schedulers.schedule import BETA_SCHEDULES, PREDICTION_TYPES
 from genlab.trainer import StepContext, Trainable, flush_denormals
 
@@ -102,12 +103,14 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """How to sample: the sampler's name, its number of steps, the guidance scale w and DDIM's η."""
+    """How to sample: the sampler's name, its number of steps, the guidance scale w, DDIM's η and the timestep
+    spacing (None: the sampler's own default; see genlab.schedulers.base)."""
 
     sampler: str
     steps: int
     guidance: float
     eta: float
+    spacing: str | None = None
 
     def validate(self, num_timesteps: int) -> None:
         if self.sampler not in SAMPLERS:
@@ -119,10 +122,12 @@ class SamplingOptions:
             raise ConfigError(f"--guidance must be non-negative, not {self.guidance}")
         if not 0 <= self.eta <= 1:
             raise ConfigError(f"--eta must be in [0, 1], not {self.eta}")
+        if self.spacing is not None and self.spacing not in SPACINGS:
+            raise ConfigError(f"unknown --spacing {self.spacing!r}; choose one of {', '.join(SPACINGS)}")
 
     def make(self, schedule: NoiseSchedule, prediction: str) -> Sampler:
-        options = {"eta": self.eta} if self.sampler == "ddim" else {}
-        return make_sampler(self.sampler, schedule, prediction_type=prediction, **options)
+        options: dict[str, Any] = {"eta": self.eta} if self.sampler == "ddim" else {}
+        return make_sampler(self.sampler, schedule, prediction_type=prediction, spacing=self.spacing, **options)
 
 
 class Denoiser(nn.Module):
@@ -147,7 +152,7 @@ class Diffusion(Trainable, nn.Module):
     Config = DiffusionConfig
     pixel_range = "symmetric"
     item_name = "images"
-    sampling_option_names = ("sampler", "steps", "guidance", "eta")
+    sampling_option_names = ("sampler", "steps", "guidance", "eta", "spacing")
     # A small U-Net learns fastest with a higher lr than Ho et al.'s 2e-4; validation is a full U-Net pass per
     # image, so it uses a few batches.
     train_defaults = {"lr": 1e-3, "batch_size": 64, "warmup_steps": 200, "weight_decay": 0.0,
@@ -225,14 +230,14 @@ class Diffusion(Trainable, nn.Module):
     # --- sampling ---
 
     def sampling_options(self, sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                         eta: float | None = None) -> SamplingOptions:
+                         eta: float | None = None, spacing: str | None = None) -> SamplingOptions:
         """The run's defaults with any given option in their place, checked."""
         c = self.config
         if guidance is not None and guidance != 0 and not self.conditional:
             raise ConfigError("--guidance needs a conditional model (trained with --conditional); this one is not")
         opts = SamplingOptions(c.sampler if sampler is None else sampler, c.sample_steps if steps is None else steps,
                                (c.guidance if guidance is None else guidance) if self.conditional else 0.0,
-                               c.eta if eta is None else eta)
+                               c.eta if eta is None else eta, spacing)
         opts.validate(c.timesteps)
         if eta is not None and opts.sampler != "ddim":
             raise ConfigError(f"--eta applies to the ddim sampler, not {opts.sampler}")
@@ -308,10 +313,11 @@ class Diffusion(Trainable, nn.Module):
     @torch.no_grad()
     def generate(self, num_samples: int, labels: Any = None, generator: torch.Generator | None = None, *,
                  sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                 eta: float | None = None, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+                 eta: float | None = None, spacing: str | None = None, batch_size: int = 256,
+                 progress: bool = False) -> torch.Tensor:
         """(num_samples, C, H, W) in [−1, 1]: pure noise denoised by the sampler (run defaults for what is not
         given). `labels`: class ids for a conditional model (one for all or one each); None draws them."""
-        opts = self.sampling_options(sampler, steps, guidance, eta)
+        opts = self.sampling_options(sampler, steps, guidance, eta, spacing)
         y = self._labels(labels, num_samples, generator)
         c = self.config
         out = []
@@ -345,11 +351,11 @@ class Diffusion(Trainable, nn.Module):
     @torch.no_grad()
     def edit(self, images: torch.Tensor, labels: Any = None, strength: float = 0.6, mask: torch.Tensor | None = None,
              generator: torch.Generator | None = None, *, sampler: str | None = None, steps: int | None = None,
-             guidance: float | None = None, eta: float | None = None) -> torch.Tensor:
+             guidance: float | None = None, eta: float | None = None, spacing: str | None = None) -> torch.Tensor:
         """SDEdit: noise `images` (N, C, H, W in [−1, 1]) to level `strength` ∈ (0, 1] and denoise them with
         `labels` (the new condition). With `mask` (N or 1, 1, H, W; 1 = generate, 0 = keep), inpainting: the kept
         pixels are re-imposed at every step and are exactly the input's at the end."""
-        opts = self.sampling_options(sampler, steps, guidance, eta)
+        opts = self.sampling_options(sampler, steps, guidance, eta, spacing)
         if not 0 < strength <= 1:
             raise ConfigError(f"--strength must be in (0, 1], not {strength}")
         stepper = self.make_sampler(opts, strength)
