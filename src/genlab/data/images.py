@@ -157,6 +157,17 @@ def fit_images(images: torch.Tensor, channels: int, image_size: int) -> torch.Te
     return resize(_square(to_channels(images, channels)), image_size)
 
 
+def class_ids(labels: object, n: int, num_classes: int) -> torch.Tensor:
+    """Labels given one for all or one per image as an int64 (n,) tensor of class ids; ConfigError otherwise."""
+    y = torch.as_tensor(labels, dtype=torch.long).flatten()
+    y = y.expand(n) if y.numel() == 1 else y
+    if y.numel() != n:
+        raise ConfigError(f"got {y.numel()} labels for {n} images")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise ConfigError(f"labels must be class ids in 0..{num_classes - 1}")
+    return y
+
+
 # --- pixel ranges ---
 
 def to_model_range(x: torch.Tensor, pixel_range: str) -> torch.Tensor:

@@ -40,6 +40,7 @@ from torch import nn
 from tqdm import tqdm
 
 from genlab.config import option
+from genlab.data.images import class_ids
 from genlab.errors import ConfigError
 from genlab.models.diffusion.unet import UNet, check_unet_shape
 from genlab.nn.ema import update_ema
@@ -253,13 +254,7 @@ class Diffusion(Trainable, nn.Module):
         if labels is None:
             gen_device = generator.device if generator is not None else self.device
             labels = torch.randint(0, self.config.num_classes, (n,), generator=generator, device=gen_device)
-        y = torch.as_tensor(labels, dtype=torch.long).flatten()
-        y = y.expand(n) if y.numel() == 1 else y
-        if y.numel() != n:
-            raise ConfigError(f"got {y.numel()} labels for {n} images")
-        if int(y.min()) < 0 or int(y.max()) >= self.config.num_classes:
-            raise ConfigError(f"labels must be class ids in 0..{self.config.num_classes - 1}")
-        return y.to(self.device)
+        return class_ids(labels, n, self.config.num_classes).to(self.device)
 
     def guided_output(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
                       guidance: float) -> torch.Tensor:

@@ -77,6 +77,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genlab.checkpoint import atomic_write_bytes
 from genlab.config import option
+from genlab.data.images import class_ids
 from genlab.errors import ConfigError, TrainingError
 from genlab.nn.ema import update_ema
 from genlab.registry import register
@@ -480,13 +481,7 @@ class GAN(Trainable, nn.Module):
         if self.conditional:
             if labels is None:
                 raise ConfigError("a conditional GAN needs a label for every image")
-            y = torch.as_tensor(labels, dtype=torch.long).flatten()
-            y = y.expand(n) if y.numel() == 1 else y
-            if y.numel() != n:
-                raise ConfigError(f"got {y.numel()} labels for {n} samples")
-            if int(y.min()) < 0 or int(y.max()) >= self.config.num_classes:
-                raise ConfigError(f"labels must be class ids in 0..{self.config.num_classes - 1}")
-            y = y.to(device)
+            y = class_ids(labels, n, self.config.num_classes).to(device)
         was_training = net.training
         net.eval()
         try:
