@@ -130,19 +130,20 @@ def test_guided_output_is_the_classifier_free_combination() -> None:
     null = torch.full_like(labels, model.null_label)
     out_c, out_u = net(x, t, labels), net(x, t, null)
     assert (out_c - out_u).abs().max() > 1e-3  # the label matters, so the checks below can fail
-    assert torch.allclose(model.guided_output(x, t, labels, 0.0), out_c, atol=1e-6)  # w = 0: the conditional model
+    cond, empty = model.conditions(4, labels)
+    assert torch.allclose(model.guided_output(x, t, cond, empty, 0.0), out_c, atol=1e-6)  # w = 0: conditional
     for w in (0.5, 3.0):
         expected = out_u + (1 + w) * (out_c - out_u)
-        assert torch.allclose(model.guided_output(x, t, labels, w), expected, atol=1e-5), w
+        assert torch.allclose(model.guided_output(x, t, cond, empty, w), expected, atol=1e-5), w
 
 
 def test_unconditional_model_refuses_guidance_and_labels() -> None:
     model = tiny_model(num_classes=0, timesteps=100, sample_steps=2)
     assert model.sampling_options(guidance=0.0).guidance == 0.0
     assert model.sampling_options().guidance == 0.0  # the run's default w = 1 does not apply
-    with pytest.raises(ConfigError, match="--guidance needs a conditional model"):
+    with pytest.raises(ConfigError, match="--guidance needs a conditional or text-conditioned model"):
         model.sampling_options(guidance=2.0)
-    with pytest.raises(ConfigError, match="--guidance needs a conditional model"):
+    with pytest.raises(ConfigError, match="--guidance needs a conditional or text-conditioned model"):
         model.generate(2, guidance=2.0)
     with pytest.raises(ConfigError, match="without labels"):
         model.generate(2, labels=1)
@@ -268,7 +269,11 @@ class Oracle(nn.Module):
         self.schedule, self.prediction = model.schedule, model.config.prediction
         self.x0 = x_star.double() + offset
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def condition(self, labels: torch.Tensor | None = None, prompts: list[str] | None = None) -> None:
+        return None  # the oracle knows its data without being told
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                prompts: list[str] | None = None, cond: object = None) -> torch.Tensor:
         x = x.double()
         a, s = self.schedule.signal_noise(t, x)
         x0 = self.x0.expand_as(x)
@@ -436,25 +441,31 @@ def test_sdedit_moves_further_from_the_input_as_strength_grows(fixed_model: Diff
 
 
 class Recorder(nn.Module):
-    """Wraps a network and records the labels it is called with."""
+    """Wraps a denoiser and records the condition vectors it is called with."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
-        self.net, self.labels = net, []
+        self.net, self.vectors = net, []
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        self.labels.append(labels)
-        return self.net(x, t, labels)
+    def condition(self, labels: torch.Tensor | None = None, prompts: list[str] | None = None) -> object:
+        return self.net.condition(labels, prompts)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                prompts: list[str] | None = None, cond: object = None) -> torch.Tensor:
+        cond = cond if cond is not None else self.net.condition(labels, prompts)
+        self.vectors.append(cond.vector)
+        return self.net(x, t, cond=cond)
 
 
 def test_sdedit_without_a_label_is_unconditional(fixed_model: Diffusion, monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = Recorder(fixed_model.ema)
+    null = fixed_model.ema.label_embed.weight[fixed_model.null_label]
     monkeypatch.setattr(Diffusion, "sampling_net", property(lambda self: recorder))
     x = to_model_range(tiny_batch(1)[0], "symmetric")
     fixed_model.edit(x, None, 0.5, None, torch.Generator().manual_seed(0), steps=4)
-    assert recorder.labels
-    for labels in recorder.labels:  # a conditional pass on the null label only
-        assert labels is None or (labels == fixed_model.null_label).all(), labels
+    assert recorder.vectors
+    for vectors in recorder.vectors:  # a conditional pass on the null label only
+        assert torch.equal(vectors, null.expand_as(vectors)), vectors
 
 
 def test_decode_is_deterministic_and_walk_endpoints_reproducible(fixed_model: Diffusion) -> None:
@@ -665,7 +676,8 @@ def test_guidance_on_an_unconditional_run(tiny: Path, input_png: Path, tmp_path:
     run = short_run(tiny, tmp_path / "plain", conditional=False, max_steps=2)
     capsys.readouterr()  # the progress bar
     out = tmp_path / "out.png"
-    refused(["sample", run, "--guidance", 2], out, monkeypatch, capsys, "--guidance needs a conditional model")
+    refused(["sample", run, "--guidance", 2], out, monkeypatch, capsys,
+            "--guidance needs a conditional or text-conditioned model")
     refused(["edit", run, "--image", input_png, "--guidance", 2], out, monkeypatch, capsys, "--guidance")
     refused(["sample", run, "--label", "square"], out, monkeypatch, capsys, "without labels")
     code, _, err = cli(["sample", run, "--guidance", 0, "--num-samples", 2, "--out", out], monkeypatch, capsys)

@@ -7,6 +7,6 @@
 
 __version__ = "0.1.0"
 
-from genlab.api import evaluate, export, interpolate, load, reconstruct, sample, train  # noqa: E402
+from genlab.api import evaluate, export, generate, interpolate, load, reconstruct, sample, train  # noqa: E402
 
-__all__ = ["__version__", "evaluate", "export", "interpolate", "load", "reconstruct", "sample", "train"]
+__all__ = ["__version__", "evaluate", "export", "generate", "interpolate", "load", "reconstruct", "sample", "train"]

@@ -119,6 +119,22 @@ def sample(path: str | Path, **options: Any) -> Any:
     return task_for(model).sample(model, model.artifacts, model.run_config, **options)
 
 
+def generate(path: str | Path, prompt: str | list[str], num_images: int = 8, *, guidance: float | None = None,
+             steps: int | None = None, sampler: str | None = None, seed: int | None = None,
+             out: str | Path | None = None, npz: str | Path | None = None, log: Any = True) -> dict[str, Any]:
+    """Text to image: `num_images` images per prompt from a text-conditioned run (diffusion, VAE or GAN trained
+    with --text-encoder), as a grid PNG with one row per prompt (default RUN/generated.png) and optionally an .npz;
+    returns {"grid", "images" (uint8 N×C×H×W), ...}. `guidance`, `steps`, `sampler`: a diffusion model's."""
+    model = load(path)
+    fn = getattr(task_for(model), "generate", None)
+    if fn is None:
+        raise ConfigError(f"`genlab generate` turns prompts into images; {model.run_config['model']!r} runs are "
+                          "language models: use `genlab sample RUN --prompt TEXT`")
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    return fn(model, model.artifacts, model.run_config, prompts, num_samples=num_images, out_path=out, npz=npz,
+              seed=seed, run_dir=Path(path), log=log, guidance=guidance, steps=steps, sampler=sampler)
+
+
 def evaluate(path: str | Path, data: str | None = None, split: str = "test", write: bool = True,
              **options: Any) -> dict[str, Any]:
     """Held-out metrics of a trained model; also written to RUN/eval.json (and RUN/eval.md when the task
@@ -128,11 +144,12 @@ def evaluate(path: str | Path, data: str | None = None, split: str = "test", wri
     _check_options(task.evaluate, options, model.run_config["model"])
     report = task.evaluate(model, model.artifacts, model.run_config, data=data, split=split, **options)
     report = {"model": model.run_config["model"], **report}
+    pictures = {"prompt_samples": report.pop("prompt_samples")} if "prompt_samples" in report else {}
     if write and Path(path).is_dir():
         atomic_write_json(Path(path) / "eval.json", report)
         write_report = getattr(task, "write_report", None)
         if write_report is not None:
-            write_report(model, model.artifacts, model.run_config, Path(path), report)
+            write_report(model, model.artifacts, model.run_config, Path(path), report, **pictures)
     return report
 
 

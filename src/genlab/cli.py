@@ -2,6 +2,7 @@
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,6 +106,24 @@ def sample(
 
 
 @app.command()
+def generate(
+    run: Annotated[Path, typer.Argument(help="run directory of a text-to-image model (trained with --text-encoder)")],
+    prompts: Annotated[list[str], typer.Argument(help="one or more prompts, e.g. \"a small dark ankle boot\"; "
+                                                      "\"\" samples unconditionally")],
+    num_samples: Annotated[int, typer.Option(help="images per prompt (one row each)")] = 8,
+    seed: Annotated[int | None, typer.Option(help="random seed, for reproducible images")] = None,
+    out: Annotated[Path | None, typer.Option(help="grid PNG [default: RUN/generated.png]")] = None,
+    npz: Annotated[Path | None, typer.Option(help="also write the raw uint8 images and their prompts here")] = None,
+    guidance: GuidanceOpt = None,
+    steps: StepsOpt = None,
+    sampler: SamplerOpt = None,
+) -> None:
+    """Text to image: generate images of each prompt with a text-conditioned diffusion model, VAE or GAN."""
+    api.generate(run, prompts, num_samples, guidance=guidance, steps=steps, sampler=sampler, seed=seed, out=out,
+                 npz=npz)
+
+
+@app.command()
 def reconstruct(
     run: Annotated[Path, typer.Argument(help="run directory of a model with an encoder (a VAE)")],
     num_images: Annotated[int, typer.Option(help="held-out images to reconstruct")] = 32,
@@ -168,6 +187,8 @@ def evaluate(
                                                                "for the variational bound [default: 256]")] = None,
     likelihood_timesteps: Annotated[int | None, typer.Option(help="diffusion: timestep strata of the bound "
                                                                   "(T - 1: every term) [default: 100]")] = None,
+    images_per_prompt: Annotated[int | None, typer.Option(help="text-to-image runs on a built-in captioned set: "
+                                                               "images per held-out prompt [default: 4]")] = None,
     sampler: SamplerOpt = None,
     steps: StepsOpt = None,
     guidance: GuidanceOpt = None,
@@ -176,17 +197,24 @@ def evaluate(
 ) -> None:
     """Held-out metrics of a trained model, as a table and in RUN/eval.json (image models: also RUN/eval.md)."""
     given = {"num_samples": num_samples, "iwae_samples": iwae_samples, "likelihood_images": likelihood_images,
-             "likelihood_timesteps": likelihood_timesteps}
+             "likelihood_timesteps": likelihood_timesteps, "images_per_prompt": images_per_prompt}
     extra = {k: v for k, v in given.items() if v is not None}
     extra |= diffusion_options(sampler, steps, guidance, eta, spacing)
     report = api.evaluate(run, data=data, split=split, **extra)
     typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 
 
+def _flatten(report: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} → {"a[b]": 1}, at any depth."""
+    out: dict[str, Any] = {}
+    for key, value in report.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        out |= _flatten(value, name) if isinstance(value, dict) else {name: value}
+    return out
+
+
 def format_table(report: dict[str, Any]) -> str:
-    flat = {f"{k}[{kk}]" if isinstance(v, dict) else k: vv
-            for k, v in report.items() for kk, vv in (v.items() if isinstance(v, dict) else [(None, v)])}
-    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in flat.items()]
+    rows = [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in _flatten(report).items()]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
@@ -286,7 +314,12 @@ def export(
     typer.echo(f"wrote {path}", err=True)
 
 
+def _format_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"genlab: warning: {message}\n"
+
+
 def main() -> None:
+    warnings.formatwarning = _format_warning  # one plain line, as errors are
     try:
         app()
     except GenlabError as e:

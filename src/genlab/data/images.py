@@ -9,11 +9,17 @@ every run and the test split does not depend on `valid_fraction`.
 Shapes: images are made square (a non-square source is resized to its longer side), then brought to
 `image_size`: a small even growth (at most a quarter of the side, e.g. 28 -> 32) pads with black borders, as
 LeNet did for MNIST; anything else resizes (bilinear, antialiased).
+
+Captions (text-to-image data) travel with their images through every split: an image folder with a
+`metadata.jsonl` (Hugging Face imagefolder: `file_name`, `text`), an .npz with `captions` [+ `test_captions`],
+or a built-in captioned set (genlab.data.captions, registered in BUILTIN_IMAGES at the end of this module).
 """
 
 import gzip
 import io
+import json
 import math
+import os
 import struct
 import warnings
 import zipfile
@@ -23,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,8 +39,12 @@ from genlab.checkpoint import atomic_write_bytes
 from genlab.config import option
 from genlab.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from genlab.data.captions import EvalPrompt
+
 SPLIT_SEED = 0  # fixed so that a data set splits the same way whatever the training seed
 TEST_FRACTION = 0.1  # held out as test when a source has no official test split
+METADATA_FILE = "metadata.jsonl"  # captions of an image folder (Hugging Face imagefolder convention)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 PIXEL_RANGES = ("unit", "symmetric")
 
@@ -74,6 +85,10 @@ class ImageDataset:
     class_names: list[str] | None
     split_policy: dict = field(default_factory=dict)  # how the splits were made, recorded in describe()
     native_shape: tuple[int, int, int] | None = None  # (C, H, W) before resizing / channel conversion
+    captions: dict[str, list[list[str]]] | None = None  # same keys -> per image its captions (at least one each)
+    facts: dict[str, dict[str, np.ndarray]] | None = None  # same keys -> name -> per-image values (native size)
+    eval_prompts: list["EvalPrompt"] = field(default_factory=list)  # held-out prompts of built-in captioned sets
+    caption_info: dict = field(default_factory=dict)  # how the captions were made (vocabulary, thresholds)
 
     @property
     def channels(self) -> int:
@@ -88,7 +103,7 @@ class ImageDataset:
         return len(self.class_names) if self.class_names else 0
 
     def describe(self) -> dict:
-        return {
+        out = {
             "source": self.source,
             "sizes": {s: int(self.splits[s].shape[0]) for s in SPLITS},
             "shape": [self.channels, self.image_size, self.image_size],
@@ -97,6 +112,15 @@ class ImageDataset:
             "class_names": self.class_names,
             "split": self.split_policy,
         }
+        if self.captions:
+            example = next((caps[0] for s in SPLITS for caps in self.captions[s][:1]), None)
+            out["captions"] = {
+                "count": {s: sum(len(caps) for caps in self.captions[s]) for s in SPLITS},
+                "example": example,
+                "info": self.caption_info,
+                "eval_prompts": len(self.eval_prompts),
+            }
+        return out
 
 
 @dataclass
@@ -108,6 +132,12 @@ class RawImages:
     class_names: list[str] | None
     test_images: torch.Tensor | None = None  # an official test split, when the source has one
     test_labels: torch.Tensor | None = None
+    captions: list[list[str]] | None = None  # per image one or more captions, aligned with `images`
+    test_captions: list[list[str]] | None = None
+    facts: dict[str, np.ndarray] | None = None  # named per-image arrays (measured attributes, scene layout)
+    test_facts: dict[str, np.ndarray] | None = None
+    eval_prompts: list["EvalPrompt"] = field(default_factory=list)  # carried to ImageDataset as they are
+    caption_info: dict = field(default_factory=dict)
 
 
 # --- shapes and channels ---
@@ -312,7 +342,11 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 def load_image_folder(folder: Path, mixed_sizes: str = "resize") -> RawImages:
-    """Images under `folder`: each sub-folder a class (sorted names); no sub-folders -> unlabelled."""
+    """Images under `folder`: each sub-folder a class (sorted names); no sub-folders -> unlabelled.
+
+    A folder holding metadata.jsonl is a captioned folder instead (see load_captioned_folder)."""
+    if (folder / METADATA_FILE).is_file():
+        return load_captioned_folder(folder, mixed_sizes)
     classes = sorted(d for d in folder.iterdir()
                      if d.is_dir() and not d.name.startswith(".")
                      and any(p.suffix.lower() in IMAGE_SUFFIXES for p in d.rglob("*")))
@@ -326,30 +360,40 @@ def load_image_folder(folder: Path, mixed_sizes: str = "resize") -> RawImages:
         files = [(p, -1) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if not files:
         raise DataError(f"folder {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-    arrays, labels, paths, bad = [], [], [], []
-    for path, label in files:
+    images, kept = _decode_files(folder, [p for p, _ in files], mixed_sizes)
+    if classes:
+        labels = torch.tensor([files[k][1] for k in kept], dtype=torch.int64)
+        return RawImages(images, labels, [d.name for d in classes])
+    return RawImages(images, None, None)
+
+
+def _decode_files(folder: Path, files: list[Path], mixed_sizes: str) -> tuple[torch.Tensor, list[int]]:
+    """Decode `files` into one uint8 (N, C, H, W) tensor, and the indices into `files` of the N images kept.
+
+    Unreadable files are skipped with a warning; mixed sizes are resized to the most common (or are an error)."""
+    arrays, kept, bad = [], [], []
+    for k, path in enumerate(files):
         arr = _read_image_file(path)
         if arr is None:
             bad.append(path)
             continue
         arrays.append(arr)
-        labels.append(label)
-        paths.append(path)
+        kept.append(k)
     if bad:
         warnings.warn(f"{folder}: skipped {len(bad)} of {len(files)} image file(s) that could not be read, "
-                      f"e.g. {bad[0]}", stacklevel=2)
+                      f"e.g. {bad[0]}", stacklevel=3)
     if not arrays:
         raise DataError(f"none of the {len(files)} image file(s) in {folder} could be read (e.g. {bad[0]})")
     channels = 3 if any(a.ndim == 3 for a in arrays) else 1
     sizes = Counter(a.shape[:2] for a in arrays)
     if len(sizes) > 1:
         (common, _), (other, _) = sizes.most_common(2)
-        example = next(p for p, a in zip(paths, arrays, strict=True) if a.shape[:2] == other)
+        example = next(files[k] for k, a in zip(kept, arrays, strict=True) if a.shape[:2] == other)
         if mixed_sizes == "error":
             raise DataError(f"{folder} holds images of {len(sizes)} different sizes, e.g. {common[1]}x{common[0]} "
                             f"and {other[1]}x{other[0]} ({example}); resize them or use --mixed-sizes resize")
         warnings.warn(f"{folder}: images come in {len(sizes)} sizes; resizing all to the most common, "
-                      f"{common[1]}x{common[0]}", stacklevel=2)
+                      f"{common[1]}x{common[0]}", stacklevel=3)
     else:
         common = next(iter(sizes))
     tensors = []
@@ -360,10 +404,93 @@ def load_image_folder(folder: Path, mixed_sizes: str = "resize") -> RawImages:
             t = F.interpolate(t.float(), size=common, mode="bilinear", antialias=True, align_corners=False)
             t = t.round().clamp(0, 255).to(torch.uint8)
         tensors.append(t)
-    images = torch.cat(tensors)
-    if classes:
-        return RawImages(images, torch.tensor(labels, dtype=torch.int64), [d.name for d in classes])
-    return RawImages(images, None, None)
+    return torch.cat(tensors), kept
+
+
+# --- captions of image folders (metadata.jsonl) ---
+
+def _row_captions(text: object, where: str) -> list[str]:
+    """A metadata row's `text` (a string or a list of strings) as a non-empty list of non-empty captions."""
+    if text is None:
+        raise DataError(f'{where}: no "text" (the image\'s caption, a string or a list of strings)')
+    items = [text] if isinstance(text, str) else text
+    if not isinstance(items, list) or not items or not all(isinstance(t, str) for t in items):
+        raise DataError(f'{where}: "text" must be a caption string or a non-empty list of caption strings, '
+                        f"not {json.dumps(text)[:60]}")
+    captions = [t.strip() for t in items]
+    if not all(captions):
+        raise DataError(f'{where}: "text" holds an empty caption')
+    return captions
+
+
+def read_metadata(folder: Path) -> list[tuple[Path, list[str]]]:
+    """The rows of `folder`/metadata.jsonl as (image path relative to `folder`, its captions), in file order.
+
+    One DataError, naming the file and line, for a malformed line, a row without `file_name` or `text`, an empty
+    caption, a file that does not exist, or a second row for the same file; and one for an image in the folder
+    that no row names. Blank lines are skipped."""
+    meta = folder / METADATA_FILE
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise DataError(f"{meta} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    rows: list[tuple[Path, list[str]]] = []
+    first_line: dict[Path, int] = {}
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{meta}, line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f'{where}: expected a JSON object such as {{"file_name": "a.png", "text": "a cat"}}')
+        name = row.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f'{where}: no "file_name" (the image\'s path relative to {folder})')
+        captions = _row_captions(row.get("text"), where)
+        rel = Path(os.path.normpath(name))
+        if rel.is_absolute() or rel.parts[0] == "..":
+            raise DataError(f"{where}: file_name {name!r} must be a path inside {folder}")
+        if not (folder / rel).is_file():
+            raise DataError(f"{where}: {name!r} does not exist in {folder}")
+        if rel in first_line:
+            raise DataError(f"{where}: a second row for {name!r} (the first is on line {first_line[rel]}); give one "
+                            "row per image, with a list of captions in text")
+        first_line[rel] = lineno
+        rows.append((rel, captions))
+    if not rows:
+        raise DataError(f"{meta} names no images; write one line per image: "
+                        '{"file_name": "a.png", "text": "a caption"}')
+    in_folder = (p.relative_to(folder) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    unnamed = sorted(rel for rel in in_folder
+                     if rel not in first_line and not any(part.startswith(".") for part in rel.parts))
+    if unnamed:
+        more = f" (and {len(unnamed) - 1} more)" if len(unnamed) > 1 else ""
+        raise DataError(f"{folder / unnamed[0]} has no caption in {METADATA_FILE}{more}; add a row for it or move it "
+                        "out of the folder")
+    return rows
+
+
+def load_captioned_folder(folder: Path, mixed_sizes: str = "resize") -> RawImages:
+    """The images that `folder`/metadata.jsonl names, with their captions.
+
+    Labels come from class sub-folders (the first folder of each file_name, sorted names) when every named file
+    sits in one; otherwise the images are unlabelled. Unreadable files are skipped with their captions."""
+    rows = read_metadata(folder)
+    nested = [len(rel.parts) > 1 for rel, _ in rows]
+    if any(nested) and not all(nested):
+        warnings.warn(f"{folder}: {METADATA_FILE} names files both in sub-folders and beside them; "
+                      "loading them unlabelled", stacklevel=3)
+    images, kept = _decode_files(folder, [folder / rel for rel, _ in rows], mixed_sizes)
+    captions = [rows[k][1] for k in kept]
+    if not all(nested):
+        return RawImages(images, None, None, captions=captions)
+    class_names = sorted({rel.parts[0] for rel, _ in rows})
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = torch.tensor([index[rows[k][0].parts[0]] for k in kept], dtype=torch.int64)
+    return RawImages(images, labels, class_names, captions=captions)
 
 
 # --- .npz files ---
@@ -408,13 +535,45 @@ def _npz_labels(arr: np.ndarray, n: int, path: Path, key: str) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64))
 
 
-def load_npz(path: Path) -> RawImages:
-    """`images` [+ `labels`], optionally `test_images` [+ `test_labels`] and `class_names`, from an .npz file."""
+def _npz_captions(arr: np.ndarray, n: int, path: Path, key: str) -> list[list[str]]:
+    """(N,) or (N, K) strings -> per image its captions; DataError for other dtypes, shapes or empty strings."""
+    if arr.dtype.kind != "U":
+        raise DataError(f"{path}: {key!r} must hold caption strings as a numpy unicode array "
+                        f"(np.array(captions, dtype=str)), not {arr.dtype}")
+    if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] == 0):
+        raise DataError(f"{path}: {key!r} has shape {arr.shape}; expected (N,) with one caption per image or (N, K) "
+                        "with K captions per image")
+    if len(arr) != n:
+        images_key = "test_images" if key.startswith("test_") else "images"
+        raise DataError(f"{path}: {key!r} holds captions for {len(arr)} images, {images_key!r} holds {n}")
+    captions = np.char.strip(arr.reshape(n, -1))
+    empty = np.argwhere(captions == "")
+    if len(empty):
+        raise DataError(f"{path}: {key!r} holds {len(empty)} empty caption(s), e.g. for image {int(empty[0, 0])}")
+    return captions.tolist()
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            arrays = {}
+            for key in npz.files:
+                try:
+                    arrays[key] = npz[key]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise DataError(f"{path}: {key!r} is an array of Python objects, which genlab does not unpickle; "
+                                    "store strings as a numpy unicode array: np.array(captions, dtype=str)") from None
+            return arrays
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {path} as an .npz file ({e})") from None
+
+
+def load_npz(path: Path) -> RawImages:
+    """`images` [+ `labels`] [+ `captions`], optionally `test_images` [+ `test_labels`] [+ `test_captions`] and
+    `class_names`, from an .npz file. Captions are strings, (N,) or (N, K) for K captions per image."""
+    arrays = _read_npz(path)
     if "images" not in arrays:
         raise DataError(f"{path} has no 'images' array (it holds: {', '.join(sorted(arrays)) or 'nothing'})")
     images = _npz_images(arrays["images"], path, "images")
@@ -426,6 +585,15 @@ def load_npz(path: Path) -> RawImages:
             test_labels = _npz_labels(arrays["test_labels"], len(test_images), path, "test_labels")
         if (labels is None) != (test_labels is None):
             raise DataError(f"{path}: labels are given for only one of images and test_images")
+    captions = _npz_captions(arrays["captions"], len(images), path, "captions") if "captions" in arrays else None
+    test_captions = None
+    if "test_captions" in arrays:
+        if test_images is None:
+            raise DataError(f"{path}: 'test_captions' without 'test_images'")
+        test_captions = _npz_captions(arrays["test_captions"], len(test_images), path, "test_captions")
+    if test_images is not None and (captions is None) != (test_captions is None):
+        raise DataError(f"{path}: captions are given for only one of images and test_images (captions, "
+                        "test_captions)")
     class_names = None
     if labels is not None:
         top = int(max(labels.max(), test_labels.max() if test_labels is not None else 0)) + 1
@@ -434,7 +602,7 @@ def load_npz(path: Path) -> RawImages:
             class_names = [str(c) for c in arrays["class_names"].tolist()]
             if len(class_names) < top:
                 raise DataError(f"{path}: {len(class_names)} class names for labels up to {top - 1}")
-    return RawImages(images, labels, class_names, test_images, test_labels)
+    return RawImages(images, labels, class_names, test_images, test_labels, captions, test_captions)
 
 
 # --- built-in data sets ---
@@ -504,37 +672,76 @@ def _cut(n: int, fraction: float, seed_offset: int) -> tuple[np.ndarray, np.ndar
     return perm[n_out:], perm[:n_out]
 
 
+def pool_and_test_indices(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train + valid pool, test) indices that load_images cuts from a source of n images with no official test
+    split: a captioned set built from such a source computes its statistics on the pool alone with these."""
+    return _cut(n, TEST_FRACTION, 0)
+
+
 def _take(t: torch.Tensor | None, idx: np.ndarray) -> torch.Tensor | None:
     return None if t is None else t[torch.from_numpy(idx)]
 
 
+@dataclass
+class _Part:
+    """Everything aligned with a set of images, so that one index selects all of it."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    captions: list[list[str]] | None
+    facts: dict[str, np.ndarray] | None
+
+    def check(self, source: str, what: str) -> None:
+        n = len(self.images)
+        if self.captions is not None and len(self.captions) != n:
+            raise DataError(f"{source}: {len(self.captions)} caption lists for {n} {what}")
+        if self.captions is not None and not all(self.captions):
+            raise DataError(f"{source}: every image needs at least one caption")
+        for name, values in (self.facts or {}).items():
+            if len(values) != n:
+                raise DataError(f"{source}: fact {name!r} holds {len(values)} values for {n} {what}")
+
+    def take(self, idx: np.ndarray) -> "_Part":
+        return _Part(self.images[torch.from_numpy(idx)], _take(self.labels, idx),
+                     None if self.captions is None else [self.captions[i] for i in idx],
+                     None if self.facts is None else {k: v[idx] for k, v in self.facts.items()})
+
+
 def load_images(cfg: ImageDataConfig) -> ImageDataset:
-    """Load `cfg.data`, split it deterministically, and bring it to the configured channels and size."""
+    """Load `cfg.data`, split it deterministically, and bring it to the configured channels and size.
+
+    Labels, captions and facts go through the same permutations as the images."""
     cfg.validate()
     raw = read_source(cfg)
     native = tuple(int(s) for s in raw.images.shape[1:])
+    source = _Part(raw.images, raw.labels, raw.captions, raw.facts)
+    source.check(cfg.data, "images")
     if raw.test_images is not None:
-        pool_x, pool_y = raw.images, raw.labels
-        test_x, test_y = raw.test_images, raw.test_labels
+        pool = source
+        test = _Part(raw.test_images, raw.test_labels, raw.test_captions, raw.test_facts)
+        test.check(cfg.data, "test images")
+        if (pool.captions is None) != (test.captions is None) or (pool.facts is None) != (test.facts is None):
+            raise DataError(f"{cfg.data}: captions (or facts) are given for only one of the training and test images")
         policy: dict = {"test": "official test split"}
     else:
-        keep, held = _cut(len(raw.images), TEST_FRACTION, 0)
-        pool_x, pool_y = raw.images[torch.from_numpy(keep)], _take(raw.labels, keep)
-        test_x, test_y = raw.images[torch.from_numpy(held)], _take(raw.labels, held)
+        keep, held = pool_and_test_indices(len(raw.images))
+        pool, test = source.take(keep), source.take(held)
         policy = {"test": f"seeded random {TEST_FRACTION:g} of all images", "test_fraction": TEST_FRACTION}
-    train_idx, valid_idx = _cut(len(pool_x), cfg.valid_fraction, 1)
+    train_idx, valid_idx = _cut(len(pool.images), cfg.valid_fraction, 1)
     policy |= {"valid": "seeded random fraction of the training split", "valid_fraction": cfg.valid_fraction,
                "seed": SPLIT_SEED}
-    parts = {"train": (pool_x[torch.from_numpy(train_idx)], _take(pool_y, train_idx)),
-             "valid": (pool_x[torch.from_numpy(valid_idx)], _take(pool_y, valid_idx)),
-             "test": (test_x, test_y)}
-    if len(parts["train"][0]) == 0:
+    parts = {"train": pool.take(train_idx), "valid": pool.take(valid_idx), "test": test}
+    if len(parts["train"].images) == 0:
         raise DataError(f"{cfg.data}: the training split is empty; the data set is too small to split")
     channels = cfg.channels or min(native[0], 3)
     size = cfg.image_size or max(native[1], native[2])
-    splits = {s: fit_images(x, channels, size) for s, (x, _) in parts.items()}
-    labels = {s: y for s, (_, y) in parts.items()}
-    return ImageDataset(cfg.data, splits, labels, raw.class_names, policy, native)  # type: ignore[arg-type]
+    splits = {s: fit_images(p.images, channels, size) for s, p in parts.items()}
+    labels = {s: p.labels for s, p in parts.items()}
+    captions = {s: p.captions for s, p in parts.items()} if raw.captions is not None else None
+    facts = {s: p.facts for s, p in parts.items()} if raw.facts is not None else None
+    return ImageDataset(cfg.data, splits, labels, raw.class_names, policy, native,  # type: ignore[arg-type]
+                        captions=captions, facts=facts,
+                        eval_prompts=list(raw.eval_prompts), caption_info=raw.caption_info)
 
 
 # --- batches ---
@@ -570,10 +777,14 @@ class ImageBatches:
             self._epoch, self._perm = epoch, torch.randperm(len(self.images), generator=g)
         return self._perm
 
-    def __call__(self, step: int) -> dict:
+    def indices(self, step: int) -> torch.Tensor:
+        """Which training images this process's batch of `step` holds (CPU int64)."""
         epoch, i = divmod(step, self.per_epoch)
         idx = self.permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
-        idx = idx[self.rank::self.world_size].to(self.device)
+        return idx[self.rank::self.world_size]
+
+    def __call__(self, step: int) -> dict:
+        idx = self.indices(step).to(self.device)
         x = to_model_range(self.images[idx], self.pixel_range)
         y = self.labels[idx] if self.labels is not None else None
         return {"x": x, "y": y}
@@ -608,3 +819,9 @@ def save_image_grid(images: torch.Tensor, path: Path, nrow: int | None = None) -
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+# The built-in captioned sets (genlab.data.captions builds them from the sets above) join BUILTIN_IMAGES here, at
+# the end, where everything they import from this module exists, so `genlab data list`, the CLI and load_images
+# see them whichever of the two modules is imported first.
+from genlab.data import captions as _captions  # noqa: E402, F401

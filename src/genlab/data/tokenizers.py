@@ -1,7 +1,8 @@
 """Character, word and BPE tokenizers, each saved as JSON beside the model.
 
 All three share one interface: `encode(text) -> list[int]`, `decode(ids) -> str`, `vocab_size`,
-`to_dict()`; `train_tokenizer` builds one from training text and `tokenizer_from_dict` reloads it.
+`unknown_chars(text)`, `to_dict()`; `train_tokenizer` builds one from training text and `tokenizer_from_dict`
+reloads it. `start_ids` gives the token that begins every sequence a language model sees.
 """
 
 import json
@@ -10,6 +11,7 @@ from collections import Counter
 from genlab.errors import CheckpointError, ConfigError
 
 UNK, EOS = "<unk>", "<eos>"
+UNK_ID = 0  # <unk> in the char and word vocabularies (byte-level BPE has none)
 
 
 class CharTokenizer:
@@ -31,7 +33,11 @@ class CharTokenizer:
 
     def encode(self, text: str) -> list[int]:
         get = self.index.get
-        return [get(c, 0) for c in text]
+        return [get(c, UNK_ID) for c in text]
+
+    def unknown_chars(self, text: str) -> int:
+        """Characters of `text` that encode to <unk>."""
+        return sum(c not in self.index for c in text)
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.vocab[i] if i else "\ufffd" for i in ids)
@@ -75,10 +81,15 @@ class WordTokenizer:
         get, ids = self.index.get, []
         lines = text.split("\n")
         for i, line in enumerate(lines):
-            ids.extend(get(w, 0) for w in line.split())
+            ids.extend(get(w, UNK_ID) for w in line.split())
             if i < len(lines) - 1:
                 ids.append(self.eos)
         return ids
+
+    def unknown_chars(self, text: str) -> int:
+        """Characters of `text` in words that encode to <unk>."""
+        words = (text.lower() if self.lowercase else text).split()
+        return sum(len(w) for w in words if w not in self.index)
 
     def decode(self, ids: list[int]) -> str:
         out, line = [], []
@@ -133,6 +144,9 @@ class BPETokenizer:
             ids.extend(enc.ids)
         return ids
 
+    def unknown_chars(self, text: str) -> int:
+        return 0  # every byte has a token
+
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids)
 
@@ -154,6 +168,11 @@ def train_tokenizer(kind: str, text: str, lowercase: bool = False, max_vocab: in
     if kind not in TOKENIZERS:
         raise ConfigError(f"unknown tokenizer {kind!r}; use one of {', '.join(TOKENIZERS)}")
     return TOKENIZERS[kind].train(text, lowercase=lowercase, max_vocab=max_vocab)
+
+
+def start_ids(tokenizer: Tokenizer) -> list[int]:
+    """The line separator's token: a language model's text starts with it, so the first real token is predicted."""
+    return tokenizer.encode("\n")[-1:]
 
 
 def tokenizer_from_dict(d: dict) -> Tokenizer:

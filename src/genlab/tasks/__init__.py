@@ -5,7 +5,7 @@ never ask which family they hold; they call the family's task.
     task.DataConfig                                   options of the family's data (a dataclass)
     task.config_sections(model_cls) -> {name: dataclass}   the option sections (model, data[, train])
     task.train(name, model_cls, configs, run, overwrite, resume) -> summary
-    task.prepare(data_cfg, model_cls, train_cfg, dist, run=None) -> Prepared
+    task.prepare(data_cfg, model_cls, train_cfg, dist, run=None, model_cfg=None) -> Prepared
     task.load_artifacts(run, config) -> artifacts     e.g. the tokenizer (run is None for a bare model file)
     task.sample(model, artifacts, config, **options)  writes to the terminal or files
     task.evaluate(model, artifacts, config, data, split) -> report dict
@@ -57,7 +57,7 @@ class NeuralTask:
         return {"model": model_cls.Config, "data": self.DataConfig, "train": TrainConfig}
 
     def prepare(self, data_cfg: Any, model_cls: type, train_cfg: TrainConfig, dist: Any,
-                run: RunDir | None = None) -> Prepared:
+                run: RunDir | None = None, model_cfg: Any = None) -> Prepared:
         raise NotImplementedError
 
     def train(self, name: str, model_cls: type, cfg: dict[str, Any], run: RunDir, overwrite: bool,
@@ -67,10 +67,12 @@ class NeuralTask:
         finished = False
         try:
             torch.manual_seed(train_cfg.seed)
-            prepared = self.prepare(cfg["data"], model_cls, train_cfg, dist, run if resume else None)
+            prepared = self.prepare(cfg["data"], model_cls, train_cfg, dist, run if resume else None, cfg["model"])
             model_cfg = dataclasses.replace(cfg["model"], **prepared.shapes)
             torch.manual_seed(train_cfg.seed)  # the same initial weights whatever data preparation drew
             model = model_cls(model_cfg)
+            if not resume and callable(getattr(model, "load_pretrained", None)):
+                model.load_pretrained()  # e.g. a language model's weights as its frozen text encoder
             torch.manual_seed(train_cfg.seed + dist.rank)  # each process its own dropout noise
             trainer = Trainer(model, prepared.train_batch, prepared.val_data, train_cfg, dist, run)
             if resume:

@@ -7,9 +7,13 @@ The image-generator contract (duck-typed; the task never asks which family it ho
     pixel_range: "unit" | "symmetric"                  class attribute: [0,1] or [-1,1] floats in and out
     shapes_from_data(channels, image_size, num_classes) -> dict     classmethod: config fields the data decides
     conditional: bool                                  property: trained with labels (then generate needs them)
-    generate(num_samples, labels=None, generator=None) -> float (N,C,H,W) in the model's pixel range
-        labels: int64 (N,) class indices, only for conditional models; generator: a torch.Generator for
+    text_conditioned: bool                             property: trained on captions with a text encoder
+    generate(num_samples, labels=None, generator=None, prompts=None) -> float (N,C,H,W) in the model's range
+        labels: int64 (N,) class indices, only for conditional models; prompts: strings (one for all or one
+        each), only for text-conditioned models ("" samples unconditionally); generator: a torch.Generator for
         reproducible noise (it may live on the CPU while the model is on CUDA)
+    load_pretrained()                                  optional: at training start, pretrained parts (a text
+                                                       encoder copied from a language-model run)
 
 Optional hooks, called when present:
 
@@ -41,7 +45,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from genlab.checkpoint import RunDir, atomic_write_bytes, atomic_write_json
 from genlab.config import from_dict
@@ -58,7 +61,10 @@ from genlab.data.images import (
 )
 from genlab.distributed import DistInfo
 from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.pipelines.images import generate_uint8, sampling_options
+from genlab.pipelines.text_to_image import TextToImagePipeline, describe_conditioning
 from genlab.tasks import NeuralTask, Prepared
+from genlab.text_encoders import text_encoder_spec
 from genlab.trainer import TrainConfig
 
 ARTIFACTS = "images.json"
@@ -71,19 +77,37 @@ class ImageSplit:
 
     images: torch.Tensor
     labels: torch.Tensor | None
+    captions: list[str] | None = None  # one per image (text models), its first caption
     batch_size: int = EVAL_BATCH
 
     def __len__(self) -> int:
         return len(self.images)
 
     def batches(self, pixel_range: str, device: torch.device | str, max_batches: int | None = None):
-        """{"x": floats in `pixel_range` on `device`, "y": labels or None}, in order."""
+        """{"x": floats in `pixel_range` on `device`, "y": labels or None, "text": captions or None}, in order."""
         for i, start in enumerate(range(0, len(self.images), self.batch_size)):
             if max_batches is not None and i >= max_batches:
                 break
-            x = to_model_range(self.images[start:start + self.batch_size], pixel_range).to(device)
-            y = None if self.labels is None else self.labels[start:start + self.batch_size].to(device)
-            yield {"x": x, "y": y}
+            end = start + self.batch_size
+            x = to_model_range(self.images[start:end], pixel_range).to(device)
+            y = None if self.labels is None else self.labels[start:end].to(device)
+            yield {"x": x, "y": y, "text": None if self.captions is None else self.captions[start:end]}
+
+
+class CaptionedBatches:
+    """Training batches with one caption per image ("text"): for an image with several captions, the one drawn
+    from (seed, step), so that resume is exact."""
+
+    def __init__(self, batches: ImageBatches, captions: list[list[str]]):
+        self.batches, self.captions = batches, captions
+
+    def __call__(self, step: int) -> dict:
+        batch = self.batches(step)
+        idx = self.batches.indices(step).tolist()
+        rng = np.random.default_rng([self.batches.seed, step])
+        picks = rng.integers(0, 1 << 30, len(idx))
+        batch["text"] = [self.captions[i][int(k) % len(self.captions[i])] for i, k in zip(idx, picks, strict=True)]
+        return batch
 
 
 def resolve_label(label: str | int, class_names: list[str] | None, conditional: bool) -> int:
@@ -106,39 +130,6 @@ def resolve_label(label: str | int, class_names: list[str] | None, conditional: 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     """0, 1, ..., K-1, 0, 1, ...: n labels covering every class equally (to within one)."""
     return torch.arange(n) % num_classes
-
-
-def sampling_options(model: Any, options: dict[str, Any]) -> dict[str, Any]:
-    """The given (not None) sampling options, checked against those the model's `generate` takes."""
-    given = {k: v for k, v in options.items() if v is not None}
-    known = getattr(model, "sampling_option_names", ())
-    bad = sorted(set(given) - set(known))
-    if bad:
-        name = getattr(model, "registry_name", type(model).__name__)
-        raise ConfigError(f"--{bad[0]} applies to diffusion models; a {name!r} model samples in one pass")
-    if known:
-        model.sampling_options(**given)  # checks the values now, before any work is done
-    return given
-
-
-def generate_uint8(model: Any, num_samples: int, labels: torch.Tensor | None = None, seed: int | None = None,
-                   batch_size: int = 500, progress: bool = False, **options: Any) -> torch.Tensor:
-    """`num_samples` images from `model` as uint8 (N,C,H,W) on the CPU, in batches, reproducible with `seed`;
-    `options` are the model's sampling options (a diffusion model's sampler, steps, guidance)."""
-    if num_samples < 1:
-        raise ConfigError("--num-samples must be at least 1")
-    options = sampling_options(model, options)
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    out = []
-    with torch.no_grad(), tqdm(total=num_samples, unit="image", desc="sampling", leave=False,
-                               disable=not progress) as bar:
-        for start in range(0, num_samples, batch_size):
-            n = min(batch_size, num_samples - start)
-            y = labels[start:start + n] if labels is not None else None
-            x = model.generate(n, labels=y, generator=gen, **options)
-            out.append(from_model_range(x.detach().float().cpu(), model.pixel_range))
-            bar.update(n)
-    return torch.cat(out)
 
 
 def _stream(log: Any) -> Any:
@@ -171,7 +162,8 @@ def _need_encoder(model: Any, command: str) -> None:
         raise ConfigError(f"`genlab {command}` needs a model with an encoder (a VAE); {name!r} only generates")
 
 
-def _write_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None, class_names: list[str] | None) -> None:
+def _write_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None, class_names: list[str] | None,
+               prompts: list[str] | None = None) -> None:
     import io
 
     arrays: dict[str, np.ndarray] = {"images": images.numpy()}
@@ -179,6 +171,8 @@ def _write_npz(path: Path, images: torch.Tensor, labels: torch.Tensor | None, cl
         arrays["labels"] = labels.numpy().astype(np.int64)
     if class_names:
         arrays["class_names"] = np.array(class_names)
+    if prompts is not None:
+        arrays["prompts"] = np.array(prompts, dtype=str)  # a unicode array: loads with allow_pickle=False
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -188,16 +182,32 @@ class ImageGenTask(NeuralTask):
     DataConfig = ImageDataConfig
 
     def prepare(self, data_cfg: ImageDataConfig, model_cls: type, train_cfg: TrainConfig, dist: DistInfo,
-                run: RunDir | None = None) -> Prepared:
+                run: RunDir | None = None, model_cfg: Any = None) -> Prepared:
         ds = load_images(data_cfg)
         pixel_range = model_cls.pixel_range
-        batches = ImageBatches(ds.splits["train"], ds.labels["train"], train_cfg.batch_size, train_cfg.seed,
-                               pixel_range, dist.rank, dist.world_size, dist.device)
-        val = ImageSplit(ds.splits["valid"], ds.labels["valid"]) if len(ds.splits["valid"]) else None
+        shapes = model_cls.shapes_from_data(ds.channels, ds.image_size, ds.num_classes)
         artifacts = {"source": ds.source, "channels": ds.channels, "image_size": ds.image_size,
                      "num_classes": ds.num_classes, "class_names": ds.class_names, "pixel_range": pixel_range}
+        encoder = getattr(model_cfg, "text_encoder", "")
+        if encoder:
+            if not ds.captions:
+                raise DataError(f"--text-encoder needs captioned images and {ds.source} has no captions; use an "
+                                "image folder with a metadata.jsonl (file_name, text), an .npz with a `captions` "
+                                "array, or a built-in captioned set (`genlab data list`)")
+            train_captions = [c for caps in ds.captions["train"] for c in caps]
+            shapes["text_spec"] = text_encoder_spec(encoder, train_captions, max_tokens=model_cfg.max_prompt_tokens,
+                                                    width=model_cfg.text_width, layers=model_cfg.text_layers)
+            artifacts["text_encoder"] = encoder
+            artifacts["example_prompts"] = [caps[0] for caps in ds.captions["test"][:8]]
+        batches: Any = ImageBatches(ds.splits["train"], ds.labels["train"], train_cfg.batch_size, train_cfg.seed,
+                                    pixel_range, dist.rank, dist.world_size, dist.device)
+        val_captions = None
+        if encoder:
+            batches = CaptionedBatches(batches, ds.captions["train"])
+            val_captions = [caps[0] for caps in ds.captions["valid"]]
+        val = ImageSplit(ds.splits["valid"], ds.labels["valid"], val_captions) if len(ds.splits["valid"]) else None
         return Prepared(
-            shapes=model_cls.shapes_from_data(ds.channels, ds.image_size, ds.num_classes),
+            shapes=shapes,
             train_batch=batches,
             val_data=val,
             info=ds.describe() | {"pixel_range": pixel_range},
@@ -232,12 +242,20 @@ class ImageGenTask(NeuralTask):
                eta: float | None = None, spacing: str | None = None, **unused: Any) -> dict[str, Any]:
         """A grid PNG of `num_samples` samples (default RUN/samples.png), and the raw uint8 samples in an .npz
         when `npz` is given. A conditional model samples `label` (class name or index) or every class in turn
-        (one class per column). `sampler`, `steps`, `guidance`, `eta`: a diffusion model's sampling."""
+        (one class per column). A text-conditioned model samples `prompt`, or without one the run's example
+        prompts (test captions), one row each. `sampler` ... `spacing`: a diffusion model's sampling."""
         options = sampling_options(model, {"sampler": sampler, "steps": steps, "guidance": guidance, "eta": eta,
                                            "spacing": spacing})
+        if getattr(model, "text_conditioned", False):
+            if label is not None:
+                raise ConfigError("this model is conditioned on text: give --prompt, not --label")
+            prompts = [prompt] if prompt else list(artifacts.get("example_prompts") or [""])
+            per_prompt = max(1, num_samples // len(prompts))
+            return self.generate(model, artifacts, config, prompts, num_samples=per_prompt, out_path=out_path,
+                                 npz=npz, seed=seed, run_dir=run_dir, log=log, **options)
         if prompt:
-            raise ConfigError("--prompt applies to language models; an image model takes --label "
-                              "(conditional models) or nothing")
+            raise ConfigError(f"--prompt applies to language models and text-to-image models; this image model was "
+                              f"trained {describe_conditioning(model)}")
         labels = None
         if label is not None:
             index = resolve_label(label, artifacts.get("class_names"), model.conditional)
@@ -260,6 +278,27 @@ class ImageGenTask(NeuralTask):
             also = f" and {npz}" if npz else ""
             print(f"wrote {num_samples} samples{what} to {out_path}{also}", file=_stream(log))
         return written
+
+    def generate(self, model: Any, artifacts: dict, config: dict, prompts: list[str], *, num_samples: int = 8,
+                 out_path: str | Path | None = None, npz: str | Path | None = None, seed: int | None = None,
+                 run_dir: str | Path | None = None, log: Any = True, **options: Any) -> dict[str, Any]:
+        """`num_samples` images per prompt from a text-conditioned model: a grid PNG with one row per prompt
+        (default RUN/generated.png) and, with `npz`, the raw uint8 images and their prompts."""
+        if out_path is None:
+            if run_dir is None:
+                raise ConfigError("give an output path for the image grid (--out)")
+            out_path = Path(run_dir) / "generated.png"
+        result = TextToImagePipeline(model)(prompts, num_samples, seed=seed, progress=bool(log), **options)
+        save_image_grid(result.images, Path(out_path), nrow=num_samples)
+        written: dict[str, Any] = {"grid": str(out_path), "num_samples": len(result.images), "prompts": prompts}
+        if npz is not None:
+            _write_npz(Path(npz), result.images, None, None, result.prompts)
+            written["npz"] = str(npz)
+        if log:
+            also = f" and {npz}" if npz else ""
+            print(f"wrote {len(result.images)} images of {len(prompts)} prompt(s), one row each, to {out_path}{also}",
+                  file=_stream(log))
+        return written | {"images": result.images}
 
     # --- editing (diffusion models) ---
 
@@ -406,13 +445,19 @@ class ImageGenTask(NeuralTask):
     def evaluate(self, model: Any, artifacts: dict, config: dict, data: str | None = None, split: str = "test", *,
                  num_samples: int = 1000, iwae_samples: int = 64, seed: int = 0, likelihood_images: int | None = None,
                  likelihood_timesteps: int | None = None, sampler: str | None = None, steps: int | None = None,
-                 guidance: float | None = None, eta: float | None = None,
-                 spacing: str | None = None) -> dict[str, Any]:
+                 guidance: float | None = None, eta: float | None = None, spacing: str | None = None,
+                 images_per_prompt: int | None = None) -> dict[str, Any]:
         """Likelihood bounds (when the model has them) and sample quality against `split`: Fréchet distance,
         KID, precision/recall in a feature net's space, on `num_samples` generated images; for conditional
         models, how often the feature net classifies a sample as the label it was drawn for.
         `likelihood_images`, `likelihood_timesteps`: a diffusion model's variational bound (its subset of the
-        split and its number of timestep strata); `sampler` ... `eta`: how a diffusion model samples."""
+        split and its number of timestep strata); `sampler` ... `eta`: how a diffusion model samples.
+
+        A text-conditioned model is given the split's captions instead of labels (the first caption of image
+        i, i = 0, 1, ... cycled): FD & co. against the split, the label accuracy of those images, and the CLIP
+        score and R-precision of a small CLIP trained on the data set's training captions
+        (genlab.eval.text_image). On a built-in captioned set, also the held-out prompts (new phrasings, new
+        synonyms, new scene combinations: `images_per_prompt` images each), read by classifiers."""
         from genlab.eval.images import feature_net, image_metrics
 
         if split not in ("valid", "test"):
@@ -433,13 +478,29 @@ class ImageGenTask(NeuralTask):
         if likelihood_options and not (callable(likelihood)
                                        and "likelihood_images" in inspect.signature(likelihood).parameters):
             raise ConfigError("--likelihood-images and --likelihood-timesteps apply to diffusion models")
+        text = getattr(model, "text_conditioned", False)
+        if images_per_prompt is not None and (not text or images_per_prompt < 1):
+            raise ConfigError("--images-per-prompt applies to text-to-image runs and must be at least 1")
+        captions = None
+        if text:
+            if not ds.captions:
+                raise DataError(f"a text-to-image run is evaluated on captioned images; {ds.source} has no captions")
+            captions = [caps[0] for caps in ds.captions[split]]
         if callable(likelihood):
-            report |= likelihood(images, labels, num_importance_samples=iwae_samples, **likelihood_options)
+            given = {"prompts": captions} if text else {}
+            report |= likelihood(images, labels, num_importance_samples=iwae_samples, **likelihood_options, **given)
         if not ds.num_classes:
             report["sample_quality"] = "skipped: the data set has no class labels to train the feature net on"
             return report
-        gen_labels = balanced_labels(num_samples, artifacts["num_classes"]) if model.conditional else None
-        generated = generate_uint8(model, num_samples, gen_labels, seed, progress=True, **options)
+        gen_labels = prompts = None
+        if text:
+            order = torch.arange(num_samples) % len(images)
+            prompts = [captions[i] for i in order.tolist()]  # type: ignore[index]
+            gen_labels = labels[order] if labels is not None else None
+        elif model.conditional:
+            gen_labels = balanced_labels(num_samples, artifacts["num_classes"])
+        generated = generate_uint8(model, num_samples, None if text else gen_labels, seed, progress=True,
+                                   prompts=prompts, **options)
         if options or getattr(model, "sampling_option_names", ()):
             report["sampling"] = dataclasses.asdict(model.sampling_options(**options))
         net = feature_net(ds)
@@ -451,17 +512,50 @@ class ImageGenTask(NeuralTask):
                 names[k]: float((predicted[gen_labels == k] == k).float().mean())
                 for k in range(artifacts["num_classes"]) if (gen_labels == k).any()
             }
+        if text:
+            report |= self._text_scores(model, ds, split, generated, prompts, seed, images_per_prompt or 4, options)
         return report
 
+    def _text_scores(self, model: Any, ds: ImageDataset, split: str, generated: torch.Tensor, prompts: list[str],
+                     seed: int, images_per_prompt: int, options: dict[str, Any]) -> dict[str, Any]:
+        """CLIP score and R-precision of images generated from the split's captions; the held-out prompts."""
+        from genlab.eval.text_image import clip_scorer, prompt_report
+
+        scorer = clip_scorer(ds)
+        pool = [c for caps in ds.captions[split] for c in caps]
+        out: dict[str, Any] = {"captions": {
+            "prompts": f"the first caption of each {split} image",
+            "clip_score": scorer.clip_score(generated, prompts),
+            "r_precision": scorer.r_precision(generated, prompts, pool),
+            "scorer": scorer.describe(),
+        }}
+        if ds.eval_prompts:
+            def generate(texts: list[str], s: int) -> torch.Tensor:
+                return generate_uint8(model, len(texts), prompts=texts, seed=s, **options)
+
+            held_out = prompt_report(generate, ds, images_per_prompt=images_per_prompt, seed=seed, scorer=scorer)
+            out["prompt_samples"] = held_out.pop("samples")  # drawn by write_report, not kept in eval.json
+            out["held_out_prompts"] = held_out
+        return out
+
     def write_report(self, model: Any, artifacts: dict, config: dict, run_dir: str | Path,
-                     report: dict[str, Any]) -> Path:
-        """RUN/eval.md: the metrics, a sample grid, reconstructions (models with an encoder), loss curves."""
+                     report: dict[str, Any], prompt_samples: dict | None = None) -> Path:
+        """RUN/eval.md: the metrics, a sample grid, reconstructions (models with an encoder), grids of the
+        held-out prompts (text models), loss curves."""
         from genlab.eval.report import write_report
 
         run_dir = Path(run_dir)
         grid = self.sample(model, artifacts, config, num_samples=64, seed=0,
                            out_path=run_dir / "eval_samples.png", log=None)
-        figures = [("Samples", Path(grid["grid"]))]
+        title = "Samples of the example prompts (one row each)" if getattr(model, "text_conditioned", False) \
+            else "Samples"
+        figures = [(title, Path(grid["grid"]))]
+        for kind, sample in (prompt_samples or {}).items():
+            path = run_dir / f"eval_prompts_{kind}.png"
+            save_image_grid(sample["images"].flatten(0, 1), path, nrow=sample["images"].shape[1])
+            shown = "; ".join(f"{i + 1}. {p}" for i, p in enumerate(sample["prompts"][:12]))
+            figures.append((f"Held-out prompts, {kind} (one row per prompt: {shown}"
+                            f"{' ...' if len(sample['prompts']) > 12 else ''})", path))
         if _has_encoder(model):
             rec = self.reconstruct(model, artifacts, config, run_dir, num_images=32, split=report.get("split", "test"),
                                    out_path=run_dir / "eval_reconstructions.png", log=None)

@@ -10,7 +10,7 @@ import torch
 from genlab.checkpoint import TOKENIZER, RunDir, atomic_write_json
 from genlab.config import from_dict
 from genlab.data.text import TextDataConfig, TokenBatches, evaluation_text, load_corpus
-from genlab.data.tokenizers import Tokenizer, tokenizer_from_dict, train_tokenizer
+from genlab.data.tokenizers import Tokenizer, start_ids, tokenizer_from_dict, train_tokenizer
 from genlab.distributed import DistInfo
 from genlab.errors import CheckpointError, ConfigError
 from genlab.eval.perplexity import TokenSplit, stream_nll
@@ -26,15 +26,11 @@ def encode_split(tokenizer: Tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(start_ids(tokenizer) + tokenizer.encode(text), dtype=torch.long)
 
 
-def start_ids(tokenizer: Tokenizer) -> list[int]:
-    return tokenizer.encode("\n")[-1:]
-
-
 class TextLMTask(NeuralTask):
     DataConfig = TextDataConfig
 
     def prepare(self, data_cfg: TextDataConfig, model_cls: type, train_cfg: TrainConfig, dist: DistInfo,
-                run: RunDir | None = None) -> Prepared:
+                run: RunDir | None = None, model_cfg: Any = None) -> Prepared:
         corpus = load_corpus(data_cfg)
         # On resume the saved tokenizer is reused, so ids keep their meaning.
         if run is not None and run.file(TOKENIZER).is_file():

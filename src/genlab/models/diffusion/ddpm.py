@@ -26,6 +26,12 @@ recall, per-label accuracy) and the variational bound in bits per dimension.
     genlab sample runs/diffusion --sampler ddim --steps 50 --guidance 3 --label Sneaker --seed 1
     genlab edit runs/diffusion --image boot.png --strength 0.6 --label Sandal
     genlab edit runs/diffusion --image boot.png --mask mask.png          # white = repaint, black = keep
+    genlab train diffusion --data fashion-mnist-captions --text-encoder minilm        # text to image
+    genlab generate runs/t2i "a small dark ankle boot" --guidance 3
+
+Text conditioning (`--text-encoder`, genlab.nn.conditioning): the prompt's pooled embedding joins the timestep
+embedding and, with `--cross-attention` (the default), the U-Net attends to its token states (Rombach et al.
+2022); the null condition of guidance is the empty prompt, trained with probability `--cond-drop`.
 """
 
 import copy
@@ -43,6 +49,7 @@ from genlab.config import option
 from genlab.data.images import class_ids
 from genlab.errors import ConfigError
 from genlab.models.diffusion.unet import UNet, check_unet_shape
+from genlab.nn.conditioning import Condition, TextConditioner, TextConditioningConfig, as_prompts, load_pretrained_text
 from genlab.nn.ema import update_ema
 from genlab.registry import register
 from genlab.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler
@@ -52,7 +59,7 @@ from genlab.trainer import StepContext, Trainable, flush_denormals
 
 
 @dataclass
-class DiffusionConfig:
+class DiffusionConfig(TextConditioningConfig):
     channels: int = field(default=1, metadata={"derived": True})  # from the images
     image_size: int = field(default=28, metadata={"derived": True})  # from the images (square)
     num_classes: int = field(default=0, metadata={"derived": True})  # from the labels (0: unlabelled)
@@ -63,7 +70,10 @@ class DiffusionConfig:
     attention_levels: int = option(1, "U-Net: self-attention in the lowest this many levels (and the middle)")
     attention_heads: int = option(4, "U-Net: heads of each self-attention layer")
     dropout: float = option(0.1, "U-Net: dropout in the residual blocks")
-    cond_dim: int = option(64, "size of the conditioning vector (class embedding) fed to the U-Net")
+    cond_dim: int = option(64, "size of the conditioning vector (class or pooled text embedding) and of the "
+                               "projected prompt tokens")
+    cross_attention: bool = option(True, "text models: U-Net features attend to the prompt's tokens (false: the "
+                                         "pooled embedding alone)")
     timesteps: int = option(1000, "T, the number of noise levels of training")
     noise_schedule: str = option("cosine", "linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021)")
     prediction: str = option("v", "what the U-Net predicts: epsilon, v (Salimans & Ho 2022) or x0")
@@ -72,7 +82,7 @@ class DiffusionConfig:
     ema_decay: float = option(0.999, "EMA of the denoiser's weights used for sampling; 0 disables")
     sampler: str = option("dpm-solver++", f"default sampler of sample/eval: {', '.join(SAMPLERS)}")
     sample_steps: int = option(20, "default number of sampling steps")
-    guidance: float = option(1.0, "default guidance scale w of conditional models (0: no guidance)")
+    guidance: float = option(1.0, "default guidance scale w of conditional and text models (0: no guidance)")
     eta: float = option(0.0, "default DDIM η (0: deterministic, 1: as DDPM)")
 
     def validate(self) -> None:
@@ -93,6 +103,7 @@ class DiffusionConfig:
         if not 0 <= self.ema_decay < 1:
             raise ConfigError("--ema-decay must be in [0, 1)")
         SamplingOptions(self.sampler, self.sample_steps, self.guidance, self.eta).validate(self.timesteps)
+        self.validate_text()
 
     def validate_shapes(self) -> None:
         """Checks that need the data's shapes (called when the model is built)."""
@@ -132,18 +143,38 @@ class SamplingOptions:
 
 
 class Denoiser(nn.Module):
-    """(x_t, t, labels or None) → the U-Net's prediction; labels index a learned table of conditioning vectors
-    whose last row is the null label ∅ of classifier-free guidance."""
+    """(x_t, t, condition) → the U-Net's prediction. The condition is given as labels, indexing a learned table
+    whose last row is the null label ∅ of classifier-free guidance, as prompts, read by a text conditioner
+    (the empty prompt is ∅), or already encoded (`cond`: samplers encode the prompts once, not at every step)."""
 
     def __init__(self, c: DiffusionConfig):
         super().__init__()
         self.label_embed = nn.Embedding(c.num_classes + 1, c.cond_dim) if c.conditional else None
+        cross = c.text_conditioned and c.cross_attention
+        self.text = TextConditioner(c.text_spec, c.cond_dim, c.cond_dim if cross else None) \
+            if c.text_conditioned else None
+        conditioned = c.conditional or c.text_conditioned
         self.unet = UNet(c.channels, c.image_size, c.base_channels, tuple(c.channel_mult), c.num_res_blocks,
-                         c.attention_levels, c.attention_heads, c.dropout, c.cond_dim if c.conditional else 0)
+                         c.attention_levels, c.attention_heads, c.dropout, c.cond_dim if conditioned else 0,
+                         c.cond_dim if cross else 0)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        cond = self.label_embed(labels) if self.label_embed is not None else None  # (B, cond_dim)
-        return self.unet(x, t, cond)
+    def condition(self, labels: torch.Tensor | None = None, prompts: list[str] | None = None) -> Condition | None:
+        if self.text is not None:
+            if prompts is None:
+                raise ValueError("a text-conditioned denoiser needs prompts")
+            return self.text(prompts)
+        if self.label_embed is not None:
+            return Condition(self.label_embed(labels))  # (B, cond_dim)
+        return None
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                prompts: list[str] | None = None, cond: Condition | None = None) -> torch.Tensor:
+        if cond is None:
+            cond = self.condition(labels, prompts)
+        if cond is None:
+            return self.unet(x, t)
+        context = (cond.tokens, cond.mask) if cond.tokens is not None else None
+        return self.unet(x, t, cond.vector, context)
 
 
 @register("diffusion", task="images")
@@ -177,6 +208,15 @@ class Diffusion(Trainable, nn.Module):
         return self.config.conditional
 
     @property
+    def text_conditioned(self) -> bool:
+        return self.config.text_conditioned
+
+    def load_pretrained(self) -> None:
+        """At training start: a pretrained text encoder's weights (a language-model run) into the denoiser and
+        its EMA copy."""
+        load_pretrained_text(self)
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -196,15 +236,18 @@ class Diffusion(Trainable, nn.Module):
     def train_step(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> dict[str, float]:
         x0 = batch["x"]  # (B, C, H, W) in [−1, 1]
         B = x0.shape[0]
-        labels = None
+        labels = prompts = None
         if self.conditional:
             drop = torch.rand(B, device=x0.device) < self.config.cond_drop
             labels = torch.where(drop, torch.full_like(batch["y"], self.null_label), batch["y"])
+        elif self.text_conditioned:
+            drop = (torch.rand(B) < self.config.cond_drop).tolist()
+            prompts = ["" if d else p for d, p in zip(drop, batch["text"], strict=True)]
         t = torch.randint(0, self.config.timesteps, (B,), device=x0.device)
         noise = torch.randn_like(x0)
         x_t = self.schedule.add_noise(x0, noise, t)
         with ctx.autocast():
-            out = ctx.nets["model"](x_t, t, labels)
+            out = ctx.nets["model"](x_t, t, labels, prompts)
         loss = F.mse_loss(out.float(), self.schedule.target(x0, noise, t, self.config.prediction))
         ctx.optimize("model", loss)
         if self.ema is not None:
@@ -222,7 +265,8 @@ class Diffusion(Trainable, nn.Module):
             x0 = batch["x"]
             t = torch.randint(0, self.config.timesteps, (len(x0),), generator=gen).to(device)
             noise = torch.randn(x0.shape, generator=gen).to(device)
-            out = net(self.schedule.add_noise(x0, noise, t), t, batch["y"] if self.conditional else None)
+            out = net(self.schedule.add_noise(x0, noise, t), t, batch["y"] if self.conditional else None,
+                      batch.get("text") if self.text_conditioned else None)
             target = self.schedule.target(x0, noise, t, self.config.prediction)
             total += float(F.mse_loss(out.float(), target, reduction="sum"))
             count += target.numel()
@@ -234,10 +278,11 @@ class Diffusion(Trainable, nn.Module):
                          eta: float | None = None, spacing: str | None = None) -> SamplingOptions:
         """The run's defaults with any given option in their place, checked."""
         c = self.config
-        if guidance is not None and guidance != 0 and not self.conditional:
-            raise ConfigError("--guidance needs a conditional model (trained with --conditional); this one is not")
+        guided = self.conditional or self.text_conditioned
+        if guidance is not None and guidance != 0 and not guided:
+            raise ConfigError("--guidance needs a conditional or text-conditioned model; this one is unconditional")
         opts = SamplingOptions(c.sampler if sampler is None else sampler, c.sample_steps if steps is None else steps,
-                               (c.guidance if guidance is None else guidance) if self.conditional else 0.0,
+                               (c.guidance if guidance is None else guidance) if guided else 0.0,
                                c.eta if eta is None else eta, spacing)
         opts.validate(c.timesteps)
         if eta is not None and opts.sampler != "ddim":
@@ -248,23 +293,41 @@ class Diffusion(Trainable, nn.Module):
         """Class ids (N,) on the model's device: given (one for all or one each) or drawn uniformly."""
         if not self.conditional:
             if labels is not None:
-                raise ConfigError("this diffusion model was trained without labels (unconditional); --label needs "
-                                  "a model trained with --conditional on labelled images")
+                raise ConfigError("this diffusion model was trained without labels; --label needs a model trained "
+                                  "with --conditional on labelled images")
             return None
         if labels is None:
             gen_device = generator.device if generator is not None else self.device
             labels = torch.randint(0, self.config.num_classes, (n,), generator=generator, device=gen_device)
         return class_ids(labels, n, self.config.num_classes).to(self.device)
 
-    def guided_output(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
+    def conditions(self, n: int, labels: Any = None, prompts: Any = None, generator: torch.Generator | None = None,
+                   null: bool = False) -> tuple[Condition | None, Condition | None]:
+        """(condition, null condition) of n images for the sampling net: from class ids, from prompts (one for all
+        or one each), or the null condition twice when `null` (no new condition: unconditional denoising)."""
+        net = self.sampling_net
+        if prompts is not None and not self.text_conditioned:
+            raise ConfigError("this diffusion model was trained without text; a prompt needs a model trained with "
+                              "--text-encoder on captioned images")
+        if self.text_conditioned:
+            if labels is not None:
+                raise ConfigError("this diffusion model is conditioned on text; give a prompt, not a label")
+            empty = net.condition(prompts=[""] * n)
+            return (empty, empty) if null or prompts is None else (net.condition(prompts=as_prompts(prompts, n)), empty)
+        if not self.conditional:
+            self._labels(labels, n, generator)  # the error for a label given to an unconditional model
+            return None, None
+        empty = net.condition(torch.full((n,), self.null_label, device=self.device))
+        return (empty, empty) if null else (net.condition(self._labels(labels, n, generator)), empty)
+
+    def guided_output(self, x: torch.Tensor, t: torch.Tensor, cond: Condition | None, null: Condition | None,
                       guidance: float) -> torch.Tensor:
         """The network's output with classifier-free guidance: out_∅ + (1 + w)(out_c − out_∅), one batched pass.
         Guidance is linear in the output, so it is the same whether the net predicts ε, v or x₀."""
         net = self.sampling_net
-        if labels is None or guidance == 0:
-            return net(x, t, labels).float()
-        null = torch.full_like(labels, self.null_label)
-        out_c, out_u = net(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).float().chunk(2)
+        if cond is None or null is None or guidance == 0:
+            return net(x, t, cond=cond).float()
+        out_c, out_u = net(torch.cat([x, x]), torch.cat([t, t]), cond=cond.cat(null)).float().chunk(2)
         return out_u + (1 + guidance) * (out_c - out_u)
 
     def _randn(self, shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
@@ -279,10 +342,11 @@ class Diffusion(Trainable, nn.Module):
         return sampler
 
     @torch.no_grad()
-    def denoise(self, x: torch.Tensor, labels: torch.Tensor | None, sampler: Sampler, guidance: float,
-                generator: torch.Generator | None = None, known: torch.Tensor | None = None,
+    def denoise(self, x: torch.Tensor, cond: Condition | None, null: Condition | None, sampler: Sampler,
+                guidance: float, generator: torch.Generator | None = None, known: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, progress: bool = False) -> torch.Tensor:
-        """Run `sampler` from x, the noisy images at its first timestep, to clean images in [−1, 1].
+        """Run `sampler` from x, the noisy images at its first timestep, to clean images in [−1, 1], guided from
+        the null condition towards `cond` (see `conditions`).
 
         With `known` (clean images) and `mask` (1 = generate, 0 = keep), the kept pixels are replaced after every
         step by `known` noised to the next step's level (inpainting)."""
@@ -295,7 +359,7 @@ class Diffusion(Trainable, nn.Module):
                            disable=not progress)
                 for t in bar:
                     t_batch = torch.full((len(x),), t, device=x.device, dtype=torch.long)
-                    x = sampler.step(self.guided_output(x, t_batch, labels, guidance), t, x, generator=generator)
+                    x = sampler.step(self.guided_output(x, t_batch, cond, null, guidance), t, x, generator=generator)
                     if mask is not None and known is not None:
                         t_next = sampler.prev_timestep(t)
                         kept = known if t_next < 0 else self.schedule.add_noise(
@@ -307,20 +371,29 @@ class Diffusion(Trainable, nn.Module):
 
     @torch.no_grad()
     def generate(self, num_samples: int, labels: Any = None, generator: torch.Generator | None = None, *,
-                 sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-                 eta: float | None = None, spacing: str | None = None, batch_size: int = 256,
-                 progress: bool = False) -> torch.Tensor:
+                 prompts: Any = None, sampler: str | None = None, steps: int | None = None,
+                 guidance: float | None = None, eta: float | None = None, spacing: str | None = None,
+                 batch_size: int = 256, progress: bool = False) -> torch.Tensor:
         """(num_samples, C, H, W) in [−1, 1]: pure noise denoised by the sampler (run defaults for what is not
-        given). `labels`: class ids for a conditional model (one for all or one each); None draws them."""
+        given). `labels`: class ids for a conditional model (one for all or one each; None draws them);
+        `prompts`: text for a text-conditioned model (one for all or one each; "" or None: unconditional)."""
         opts = self.sampling_options(sampler, steps, guidance, eta, spacing)
-        y = self._labels(labels, num_samples, generator)
+        if self.text_conditioned and labels is not None:
+            raise ConfigError("this diffusion model is conditioned on text; give a prompt, not a label")
+        text = None if prompts is None else as_prompts(prompts, num_samples)
+        # An empty prompt is the null condition, for which guidance changes nothing: one pass per step, not two.
+        unconditional = self.text_conditioned and (text is None or all(p == "" for p in text))
+        y = None if self.text_conditioned else self._labels(labels, num_samples, generator)
         c = self.config
         out = []
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
+            cond, null = self.conditions(n, None if y is None else y[start:start + n],
+                                         None if text is None else text[start:start + n], generator,
+                                         null=unconditional)
             x = self._randn((n, c.channels, c.image_size, c.image_size), generator)
-            out.append(self.denoise(x, None if y is None else y[start:start + n], self.make_sampler(opts),
-                                    opts.guidance, generator, progress=progress))
+            out.append(self.denoise(x, cond, null, self.make_sampler(opts), 0.0 if unconditional else opts.guidance,
+                                    generator, progress=progress))
         return torch.cat(out) if out else torch.empty(0, c.channels, c.image_size, c.image_size, device=self.device)
 
     # --- latent walks: the noise x_T is the latent, DDIM (η = 0) the deterministic decoder ---
@@ -330,48 +403,50 @@ class Diffusion(Trainable, nn.Module):
         return torch.randn(n, c.channels * c.image_size**2, device=device, generator=generator)  # (n, C·H·W)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, labels: Any = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: Any = None, prompts: Any = None) -> torch.Tensor:
         """Images (N, C, H, W) in [−1, 1] from noise vectors z (N, C·H·W) by deterministic DDIM with the run's
-        step count and guidance."""
+        step count and guidance; a conditional model needs labels, a text model takes prompts."""
         c = self.config
         opts = self.sampling_options("ddim", eta=0.0)
-        y = self._labels(labels, len(z), None) if (labels is not None or not self.conditional) else None
-        if self.conditional and y is None:
+        if self.conditional and labels is None:
             raise ConfigError("a conditional diffusion model needs a label for every image")
+        cond, null = self.conditions(len(z), labels, prompts, null=self.text_conditioned and prompts is None)
         x = z.to(self.device).reshape(len(z), c.channels, c.image_size, c.image_size)
-        return self.denoise(x, y, self.make_sampler(opts), opts.guidance)
+        return self.denoise(x, cond, null, self.make_sampler(opts), opts.guidance)
 
     # --- editing ---
 
     @torch.no_grad()
     def edit(self, images: torch.Tensor, labels: Any = None, strength: float = 0.6, mask: torch.Tensor | None = None,
-             generator: torch.Generator | None = None, *, sampler: str | None = None, steps: int | None = None,
-             guidance: float | None = None, eta: float | None = None, spacing: str | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, *, prompts: Any = None, sampler: str | None = None,
+             steps: int | None = None, guidance: float | None = None, eta: float | None = None,
+             spacing: str | None = None) -> torch.Tensor:
         """SDEdit: noise `images` (N, C, H, W in [−1, 1]) to level `strength` ∈ (0, 1] and denoise them with
-        `labels` (the new condition). With `mask` (N or 1, 1, H, W; 1 = generate, 0 = keep), inpainting: the kept
-        pixels are re-imposed at every step and are exactly the input's at the end."""
+        `labels` or `prompts` (the new condition; neither: unconditional). With `mask` (N or 1, 1, H, W;
+        1 = generate, 0 = keep), inpainting: the kept pixels are re-imposed at every step and are exactly the
+        input's at the end."""
         opts = self.sampling_options(sampler, steps, guidance, eta, spacing)
         if not 0 < strength <= 1:
             raise ConfigError(f"--strength must be in (0, 1], not {strength}")
         stepper = self.make_sampler(opts, strength)
         x0 = images.to(self.device, torch.float32)
-        if self.conditional and labels is None:  # no new condition: denoise unconditionally (the null label)
-            labels, opts = torch.full((len(x0),), self.null_label), dataclasses.replace(opts, guidance=0.0)
-            y = labels.to(self.device)
-        else:
-            y = self._labels(labels, len(x0), generator)
+        keep = labels is None and (prompts is None or prompts == "")
+        if keep and (self.conditional or self.text_conditioned):  # no new condition: denoise unconditionally
+            opts = dataclasses.replace(opts, guidance=0.0)
+        cond, null = self.conditions(len(x0), labels, None if keep else prompts, generator, null=keep)
         x = self.schedule.add_noise(x0, self._randn(tuple(x0.shape), generator), int(stepper.timesteps[0]))
         if mask is None:
-            return self.denoise(x, y, stepper, opts.guidance, generator)
+            return self.denoise(x, cond, null, stepper, opts.guidance, generator)
         m = mask.to(self.device, torch.float32)
-        out = self.denoise(x, y, stepper, opts.guidance, generator, known=x0, mask=m)
+        out = self.denoise(x, cond, null, stepper, opts.guidance, generator, known=x0, mask=m)
         return m * out + (1 - m) * x0
 
     # --- likelihood: the variational bound of Ho et al. 2020, §3.3 ---
 
     @torch.no_grad()
     def likelihood_report(self, images: torch.Tensor, labels: torch.Tensor | None = None, *,
-                          likelihood_images: int = 256, likelihood_timesteps: int = 100, batch_size: int = 128,
+                          prompts: list[str] | None = None, likelihood_images: int = 256,
+                          likelihood_timesteps: int = 100, batch_size: int = 128,
                           seed: int = 0, **unused: Any) -> dict[str, Any]:
         """An upper bound of −log p(x) on the first `likelihood_images` images (uint8, N×C×H×W), in nats per
         image and bits per dimension: L_T + Σ_{t=1}^{T−1} L_t + L_0 (terms indexed 0..T−1 as the schedule):
@@ -385,7 +460,8 @@ class Diffusion(Trainable, nn.Module):
         the T − 1 middle terms is estimated by stratified sampling (K equal strata, one timestep drawn in each,
         weighted by the stratum's size): an unbiased estimate of the same bound, its standard error reported.
         A conditional model is scored given each image's label, without guidance (given the null label, i.e. as
-        the unconditional model, when the split has no labels)."""
+        the unconditional model, when the split has no labels); a text model given each image's caption
+        (`prompts`; the empty prompt without them)."""
 
         if likelihood_images < 1 or likelihood_timesteps < 1:
             raise ConfigError("--likelihood-images and --likelihood-timesteps must be at least 1")
@@ -395,11 +471,15 @@ class Diffusion(Trainable, nn.Module):
             labels = labels[:likelihood_images] if labels is not None else torch.full((len(images),), self.null_label)
         else:
             labels = None
+        if self.text_conditioned:
+            prompts = list(prompts[:likelihood_images]) if prompts is not None else [""] * len(images)
+        else:
+            prompts = None
         net = self.sampling_net
         was_training = net.training
         net.eval()
         try:
-            nats = self._bound(net, images, labels, likelihood_timesteps, batch_size, seed)
+            nats = self._bound(net, images, labels, prompts, likelihood_timesteps, batch_size, seed)
         finally:
             net.train(was_training)
         K = min(likelihood_timesteps, T - 1)
@@ -423,8 +503,8 @@ class Diffusion(Trainable, nn.Module):
             "vlb_bits_per_dim_stderr": stderr * to_bpd,
         }
 
-    def _bound(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None, strata: int,
-               batch_size: int, seed: int) -> torch.Tensor:
+    def _bound(self, net: Denoiser, images: torch.Tensor, labels: torch.Tensor | None, prompts: list[str] | None,
+               strata: int, batch_size: int, seed: int) -> torch.Tensor:
         """The bound's estimate for each image (nats), see `likelihood_report`."""
         from genlab.data.images import to_model_range
 
@@ -435,7 +515,8 @@ class Diffusion(Trainable, nn.Module):
         per_image = []
         for start in range(0, len(images), batch_size):
             x0 = to_model_range(images[start:start + batch_size], self.pixel_range).to(self.device).double()
-            y = labels[start:start + batch_size].to(self.device) if labels is not None else None
+            y = net.condition(None if labels is None else labels[start:start + batch_size].to(self.device),
+                              None if prompts is None else prompts[start:start + batch_size])
             nats = self._prior_kl(x0) + self._decoder_nll(net, x0, y, gen)
             for a, b in zip(edges[:-1], edges[1:], strict=True):
                 t = middle[a + int(torch.randint(0, b - a, (1,), generator=gen))]
@@ -451,12 +532,12 @@ class Diffusion(Trainable, nn.Module):
         ab_t, ab_prev = self._alpha_bars(t)
         return (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)  # β̃_t
 
-    def _predict_x0(self, net: nn.Module, x0: torch.Tensor, y: torch.Tensor | None, t: int,
+    def _predict_x0(self, net: nn.Module, x0: torch.Tensor, y: Condition | None, t: int,
                     gen: torch.Generator) -> torch.Tensor:
         noise = torch.randn(x0.shape, generator=gen, dtype=torch.float64).to(x0.device)
         x_t = self.schedule.add_noise(x0, noise, t)
         t_batch = torch.full((len(x0),), t, device=x0.device, dtype=torch.long)
-        out = net(x_t.float(), t_batch, y).double()
+        out = net(x_t.float(), t_batch, cond=y).double()
         return self.schedule.split_prediction(out, x_t, t, self.config.prediction)[0]
 
     def _prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
@@ -464,14 +545,14 @@ class Diffusion(Trainable, nn.Module):
         mean_sq, var = ab * x0**2, 1 - ab
         return (0.5 * (var + mean_sq - 1 - math.log(var))).flatten(1).sum(1)
 
-    def _kl_term(self, net: nn.Module, x0: torch.Tensor, y: torch.Tensor | None, t: int,
+    def _kl_term(self, net: nn.Module, x0: torch.Tensor, y: Condition | None, t: int,
                  gen: torch.Generator) -> torch.Tensor:
         ab_t, ab_prev = self._alpha_bars(t)
         coef = math.sqrt(ab_prev) * (1 - ab_t / ab_prev) / (1 - ab_t)  # weight of x₀ in the posterior mean
         x0_hat = self._predict_x0(net, x0, y, t, gen)
         return (coef**2 * (x0 - x0_hat) ** 2 / (2 * self._posterior_variance(t))).flatten(1).sum(1)
 
-    def _decoder_nll(self, net: nn.Module, x0: torch.Tensor, y: torch.Tensor | None,
+    def _decoder_nll(self, net: nn.Module, x0: torch.Tensor, y: Condition | None,
                      gen: torch.Generator) -> torch.Tensor:
         x0_hat = self._predict_x0(net, x0, y, 0, gen)  # the posterior mean at t = 0 is x̂₀ itself
         std = math.sqrt(self._posterior_variance(1))

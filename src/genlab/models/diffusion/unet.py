@@ -9,6 +9,8 @@ References:
         (scale-shift conditioning of the second GroupNorm, zero-initialised residual branches, conditioning
         vectors added to the timestep embedding)
     Vaswani et al. 2017 (the sinusoidal embedding)
+    Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models" (cross-attention from
+        the U-Net's features to a text encoder's token states, after self-attention at the low resolutions)
 
     x (B, C, H, W) ─ conv 3×3 ─┬─ level 0: R × ResBlock ─ down ─ level 1 ... ─ level L−1: R × ResBlock [+ Attn]
                                │                                                          │
@@ -17,12 +19,15 @@ References:
     out (B, C, H, W) ─ GN, SiLU, conv 3×3 (zero-init) ─ level 0: (R+1) × ResBlock(skip) ─ up ─ ... ─┘
     t (B,) ─ sinusoid ─ MLP ─┐
     c (B, D) or None ─ Linear ┴─ + = embedding e (B, 4·base), fed to every ResBlock
+    tokens (B, L, context_dim) or None ─ keys and values of cross-attention wherever there is self-attention
 
 Level i has base·channel_mult[i] channels at resolution H / 2^i; each downsampling halves H and W (a stride-2
 conv), so the image size must be divisible by 2^(levels − 1): 28 → 14 → 7, 32 → 16 → 8, 64 → 32 → 16 → 8.
 Self-attention runs at the lowest `attention_levels` levels and in the middle. The conditioning input is a
 vector (a class embedding, a pooled text embedding): it joins the timestep embedding, so any conditioner that
-yields a vector drives the same network.
+yields a vector drives the same network. With `context_dim`, every self-attention layer is followed by a
+cross-attention layer over token states (a prompt's words), which lets each part of the image read the words
+that concern it: the pooled vector alone cannot say which item goes where.
 """
 
 import math
@@ -32,6 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
+
+Context = tuple[torch.Tensor, torch.Tensor] | None  # token states (B, L, D) and their mask (B, L), True = a token
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -66,7 +73,7 @@ class ResBlock(nn.Module):
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: Context = None) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
         h = self.norm2(h) * (1 + scale) + shift
@@ -87,10 +94,36 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.out = zero_init(nn.Conv2d(channels, channels, 1))
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
         h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H·W, C/heads)
+        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention from the H·W positions (queries) to the L context tokens (keys, values), padding
+    tokens masked out, as a residual block; a layer without context (the null prompt still has one) is an error."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int):
+        super().__init__()
+        if channels % heads:
+            raise ConfigError(f"attention over {channels} channels cannot be split into {heads} heads; "
+                              "choose --attention-heads dividing every level's width")
+        self.heads = heads
+        self.norm = group_norm(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.out = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
+        if context is None:
+            raise ValueError("this U-Net was built with cross-attention; pass the context tokens")
+        tokens, mask = context  # (B, L, D), (B, L)
+        B, C, H, W = x.shape
+        q = self.q(self.norm(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)  # (B, h, HW, c)
+        k, v = self.kv(tokens).reshape(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, L, c)
+        h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
@@ -99,7 +132,7 @@ class Downsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         return self.conv(x)
 
 
@@ -108,16 +141,16 @@ class Upsample(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class Stage(nn.ModuleList):
-    """Layers applied in order, each given the embedding (ResBlocks use it, the others ignore it)."""
+    """Layers applied in order, each given the embedding and the context (each layer uses what concerns it)."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, context: Context = None) -> torch.Tensor:  # type: ignore[override]
         for layer in self:
-            x = layer(x, emb)
+            x = layer(x, emb, context)
         return x
 
 
@@ -130,11 +163,11 @@ def check_unet_shape(image_size: int, channel_mult: tuple[int, ...]) -> None:
 
 
 class UNet(nn.Module):
-    """(x_t (B, C, H, W), t (B,), cond (B, cond_dim) or None) → (B, C, H, W)."""
+    """(x_t (B, C, H, W), t (B,), cond (B, cond_dim) or None, context (tokens, mask) or None) → (B, C, H, W)."""
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2, attention_levels: int = 1,
-                 attention_heads: int = 4, dropout: float = 0.1, cond_dim: int = 0):
+                 attention_heads: int = 4, dropout: float = 0.1, cond_dim: int = 0, context_dim: int = 0):
         super().__init__()
         check_unet_shape(image_size, channel_mult)
         widths = [base_channels * int(m) for m in channel_mult]
@@ -148,7 +181,13 @@ class UNet(nn.Module):
         def block(a: int, b: int, level: int) -> list[nn.Module]:
             layers: list[nn.Module] = [ResBlock(a, b, emb_dim, dropout)]
             if level >= levels - attention_levels:
-                layers.append(SelfAttention(b, attention_heads))
+                layers += attention(b)
+            return layers
+
+        def attention(width: int) -> list[nn.Module]:
+            layers: list[nn.Module] = [SelfAttention(width, attention_heads)]
+            if context_dim:
+                layers.append(CrossAttention(width, context_dim, attention_heads))
             return layers
 
         # Encoder: every block's output is kept for the decoder (skip_widths tracks their channels).
@@ -162,8 +201,7 @@ class UNet(nn.Module):
             if level < levels - 1:
                 self.down.append(Stage([Downsample(ch)]))
                 skip_widths.append(ch)
-        self.middle = Stage([ResBlock(ch, ch, emb_dim, dropout), SelfAttention(ch, attention_heads),
-                             ResBlock(ch, ch, emb_dim, dropout)])
+        self.middle = Stage([ResBlock(ch, ch, emb_dim, dropout), *attention(ch), ResBlock(ch, ch, emb_dim, dropout)])
         # Decoder: one more block per level than the encoder, each taking one skip connection.
         self.up = nn.ModuleList()
         for level in reversed(range(levels)):
@@ -175,7 +213,8 @@ class UNet(nn.Module):
                 self.up.append(Stage(layers))
         self.head = nn.Sequential(group_norm(ch), nn.SiLU(), zero_init(nn.Conv2d(ch, in_channels, 3, padding=1)))
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None,
+                context: Context = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.base_channels))  # (B, 4·base)
         if self.cond_proj is not None:
             if cond is None:
@@ -184,9 +223,9 @@ class UNet(nn.Module):
         h = self.stem(x)
         skips = [h]
         for stage in self.down:
-            h = stage(h, emb)
+            h = stage(h, emb, context)
             skips.append(h)
-        h = self.middle(h, emb)
+        h = self.middle(h, emb, context)
         for stage in self.up:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb)
+            h = stage(torch.cat([h, skips.pop()], dim=1), emb, context)
         return self.head(h)

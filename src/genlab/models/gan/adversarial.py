@@ -28,7 +28,9 @@ DCGAN sizes: image_size = s · 2^k with a start size s in 4..7 and k ≥ 1 strid
 32 (4·2³) and 64 (4·2⁴) all work without cropping: 28-pixel images start from 7 × 7, as in the usual MNIST
 DCGANs. D has no BatchNorm (the gradient penalty is per sample; --spectral-norm is D's normaliser).
 
-The conditional D is a projection discriminator: score = ψ(φ(x)) + ⟨embed(y), φ(x)⟩.
+The conditional D is a projection discriminator: score = ψ(φ(x)) + ⟨embed(y), φ(x)⟩. With `--text-encoder`
+(captioned images) y is a prompt and embed(y) its pooled text embedding (genlab.nn.conditioning); G and D each
+have their own text conditioner (a scratch encoder in each is trained by that player's loss).
 
 Training (`train_step`): each trainer step is one D update on a fresh real batch; every `n_critic`-th step
 also updates G (so --max-steps counts D updates, and the G/D phase follows from the step number, which is
@@ -79,13 +81,14 @@ from genlab.checkpoint import atomic_write_bytes
 from genlab.config import option
 from genlab.data.images import class_ids
 from genlab.errors import ConfigError, TrainingError
+from genlab.nn.conditioning import TextConditioner, TextConditioningConfig, as_prompts, load_pretrained_text
 from genlab.nn.ema import update_ema
 from genlab.registry import register
 from genlab.trainer import StepContext, Trainable, TrainConfig
 
 
 @dataclass
-class GANConfig:
+class GANConfig(TextConditioningConfig):
     channels: int = field(default=1, metadata={"derived": True})  # from the images
     image_size: int = field(default=28, metadata={"derived": True})  # from the images (square)
     num_classes: int = field(default=0, metadata={"derived": True})  # from the labels (0: unlabelled)
@@ -127,6 +130,7 @@ class GANConfig:
             raise ConfigError("--sample-interval and --collapse-steps must be non-negative")
         if not 0 < self.collapse_threshold < 1:
             raise ConfigError("--collapse-threshold must be in (0, 1)")
+        self.validate_text()
 
     def validate_shapes(self) -> None:
         """Checks that need the data's shapes (called when the model is built)."""
@@ -217,22 +221,36 @@ def _init_dcgan(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+Cond = torch.Tensor | list[str] | None  # class ids (B,), prompts (B strings), or nothing
+
+
+def embed_condition(y: Cond, table: nn.Embedding | None, text: TextConditioner | None) -> torch.Tensor | None:
+    """The condition's vector: a label's row of `table` or a prompt's pooled embedding (None: unconditional)."""
+    if table is not None:
+        return table(y)
+    if text is not None:
+        return text(y).vector  # type: ignore[arg-type]
+    return None
+
+
 class Generator(nn.Module):
-    """z (B, L), labels (B,) or None -> images (B, C, H, W) in [−1, 1]; `body` maps (B, L or 2L) to images."""
+    """z (B, L), condition y -> images (B, C, H, W) in [−1, 1]; `body` maps (B, L or 2L) to images."""
 
     def __init__(self, config: GANConfig, body: nn.Module):
         super().__init__()
         self.embed = nn.Embedding(config.num_classes, config.latent_dim) if config.conditional else None
+        self.text = TextConditioner(config.text_spec, config.latent_dim) if config.text_conditioned else None
         self.body = body
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.embed is not None:
-            z = torch.cat([z, self.embed(labels)], dim=1)  # (B, 2L)
+    def forward(self, z: torch.Tensor, y: Cond = None) -> torch.Tensor:
+        e = embed_condition(y, self.embed, self.text)
+        if e is not None:
+            z = torch.cat([z, e], dim=1)  # (B, 2L)
         return torch.tanh(self.body(z))
 
 
 class Discriminator(nn.Module):
-    """images (B, C, H, W), labels (B,) or None -> scores (B,); `features` is φ, giving (B, F)."""
+    """images (B, C, H, W), condition y -> scores (B,); `features` is φ, giving (B, F)."""
 
     def __init__(self, config: GANConfig, features: nn.Module, num_features: int):
         super().__init__()
@@ -240,12 +258,14 @@ class Discriminator(nn.Module):
         self.features = features
         self.head = sn(nn.Linear(num_features, 1))  # ψ
         self.embed = sn(nn.Embedding(config.num_classes, num_features)) if config.conditional else None
+        self.text = TextConditioner(config.text_spec, num_features) if config.text_conditioned else None
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: Cond = None) -> torch.Tensor:
         h = self.features(x)  # (B, F)
         score = self.head(h).squeeze(1)  # (B,)
-        if self.embed is not None:
-            score = score + (self.embed(labels) * h).sum(1)  # projection: ⟨embed(y), φ(x)⟩
+        e = embed_condition(y, self.embed, self.text)
+        if e is not None:
+            score = score + (e * h).sum(1)  # projection: ⟨embed(y), φ(x)⟩
         return score
 
 
@@ -258,7 +278,7 @@ class MLP:
 
     @staticmethod
     def generator(c: GANConfig) -> Generator:
-        in_dim = c.latent_dim * (2 if c.conditional else 1)
+        in_dim = c.latent_dim * (2 if c.conditional or c.text_conditioned else 1)
         layers: list[nn.Module] = []
         for i in range(c.mlp_layers):
             layers += [nn.Linear(in_dim if i == 0 else c.g_width, c.g_width), nn.ReLU()]
@@ -299,7 +319,7 @@ class DCGAN:
     def generator(c: GANConfig) -> Generator:
         s, k = DCGAN.plan(c.image_size)
         ch = [c.g_width * 2 ** (k - 1 - i) for i in range(k)]  # channels at s, 2s, ..., s·2^(k−1)
-        in_dim = c.latent_dim * (2 if c.conditional else 1)
+        in_dim = c.latent_dim * (2 if c.conditional or c.text_conditioned else 1)
         layers: list[nn.Module] = [nn.Linear(in_dim, ch[0] * s * s, bias=False), nn.Unflatten(1, (ch[0], s, s)),
                                    nn.BatchNorm2d(ch[0]), nn.ReLU()]  # (B, ch0, s, s)
         for i in range(k - 1):
@@ -356,6 +376,7 @@ class GAN(Trainable, nn.Module):
         self.D = arch.discriminator(config)
         # The EMA copy is a submodule, so it is in state_dict: saved, loaded and resumed with the rest.
         self.G_ema = copy.deepcopy(self.G).requires_grad_(False) if config.ema_decay > 0 else None
+        self.progress_prompts: list[str] | None = None  # a text model's progress grids: the first batch's captions
         self.n_critic = config.n_critic or self.objective.n_critic
         self.gp_weight = config.gp_weight if config.gp_weight is not None else self.objective.gp_weight
 
@@ -366,6 +387,16 @@ class GAN(Trainable, nn.Module):
     @property
     def conditional(self) -> bool:
         return self.config.conditional
+
+    @property
+    def text_conditioned(self) -> bool:
+        return self.config.text_conditioned
+
+    def load_pretrained(self) -> None:
+        load_pretrained_text(self)
+
+    def batch_condition(self, batch: dict) -> Cond:
+        return batch["y"] if self.conditional else batch.get("text") if self.text_conditioned else None
 
     # --- trainer contract ---
 
@@ -385,14 +416,16 @@ class GAN(Trainable, nn.Module):
         G, D, obj = ctx.nets["generator"], ctx.nets["discriminator"], self.objective
         real = batch["x"]  # (B, C, H, W) in [−1, 1]
         B = real.shape[0]
-        y = batch["y"] if self.conditional else None  # fakes take the real batch's labels
+        y = self.batch_condition(batch)  # fakes take the real batch's labels or captions
+        if self.text_conditioned and self.progress_prompts is None:
+            self.progress_prompts = list(y[:8])  # type: ignore[index]
         if ctx.step == 0 and ctx.run_dir is not None:
             self.save_progress(ctx.run_dir, 0)
 
         # --- D update: reals and fakes in one forward pass (one DDP gradient reduction) ---
         with torch.no_grad():
             fake = G(self.noise(B, real.device), y)
-        scores = D(torch.cat([real, fake]), None if y is None else torch.cat([y, y]))  # (2B,)
+        scores = D(torch.cat([real, fake]), _twice(y))  # (2B,)
         real_s, fake_s = scores[:B], scores[B:]
         loss_d = obj.d_loss(real_s, fake_s)
         metrics = {"loss_d": loss_d.detach(), "loss_g": obj.g_loss(fake_s.detach())}
@@ -454,34 +487,39 @@ class GAN(Trainable, nn.Module):
 
     @torch.no_grad()
     def generate(self, num_samples: int, labels: Any = None, generator: torch.Generator | None = None,
-                 batch_size: int = 256) -> torch.Tensor:
+                 batch_size: int = 256, prompts: Any = None) -> torch.Tensor:
         """(num_samples, C, H, W) floats in [−1, 1] from G_ema (or G without EMA), in eval mode.
 
         `labels`: class ids (an int, a sequence or a (N,) tensor) for a conditional model; None draws them
-        uniformly. The noise is drawn on `generator`'s device, so a seeded CPU generator gives the same images
-        on every device."""
+        uniformly. `prompts`: a text model's (one for all or one each). The noise is drawn on `generator`'s
+        device, so a seeded CPU generator gives the same images on every device."""
         if labels is not None and not self.conditional:
-            raise ConfigError("this GAN was trained without labels (unconditional); --label needs a model trained "
-                              "with --conditional on labelled images")
+            raise ConfigError("this GAN was trained without labels; --label needs a model trained with --conditional "
+                              "on labelled images")
         noise_device = generator.device if generator is not None else self._device()
         z = self.noise(num_samples, noise_device, generator)
         if self.conditional and labels is None:
             labels = torch.randint(0, self.config.num_classes, (num_samples,), generator=generator, device=noise_device)
-        return self.decode(z, labels, batch_size)
+        return self.decode(z, labels, batch_size, prompts)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, labels: Any = None, batch_size: int = 256) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: Any = None, batch_size: int = 256, prompts: Any = None) -> torch.Tensor:
         """Images (N, C, H, W) in [−1, 1] that G_ema (or G) makes of noise z (N, L), in eval mode; a conditional
-        model needs `labels`, class ids as in `generate` (one for all, or one per row of z)."""
+        model needs `labels`, class ids as in `generate` (one for all, or one per row of z); a text model takes
+        `prompts` (none: the empty prompt)."""
         net = self.G_ema if self.G_ema is not None else self.G
         device = self._device()
         z = z.to(device)
         n = len(z)
-        y = None
+        y: Cond = None
+        if prompts is not None and not self.text_conditioned:
+            raise ConfigError("this GAN was trained without text; a prompt needs a model trained with --text-encoder")
         if self.conditional:
             if labels is None:
                 raise ConfigError("a conditional GAN needs a label for every image")
             y = class_ids(labels, n, self.config.num_classes).to(device)
+        elif self.text_conditioned:
+            y = as_prompts("" if prompts is None else prompts, n)
         was_training = net.training
         net.eval()
         try:
@@ -500,7 +538,10 @@ class GAN(Trainable, nn.Module):
 
         gen = torch.Generator().manual_seed(0)
         labels = torch.arange(n) * self.config.num_classes // n if self.conditional else None
-        return from_model_range(self.generate(n, labels, gen).cpu(), self.pixel_range)
+        prompts = None
+        if self.text_conditioned and self.progress_prompts:
+            prompts = [self.progress_prompts[i * len(self.progress_prompts) // n] for i in range(n)]
+        return from_model_range(self.generate(n, labels, gen, prompts=prompts).cpu(), self.pixel_range)
 
     def save_progress(self, run_dir: Path, step: int) -> None:
         """RUN/progress/step_XXXXXX.png (8 × 8 grid) and RUN/progress/strip.png (first 8 samples, a row per
@@ -525,21 +566,28 @@ class GAN(Trainable, nn.Module):
         across steps (fixed noise), so the trainer's "best" checkpoint is the one whose samples are closest to
         the held-out data. `val_data` is genlab.tasks.images.ImageSplit."""
         device = self._device()
-        reals, labels = [], []
+        reals, conds = [], []
         for batch in val_data.batches(self.pixel_range, device, max_batches):
             reals.append(batch["x"])
-            labels.append(batch["y"])
+            conds.append(self.batch_condition(batch))
         real = torch.cat(reals)  # (N, C, H, W) in [−1, 1]
-        y = torch.cat(labels) if self.conditional else None
-        fake = self.generate(len(real), y, torch.Generator().manual_seed(1))
+        y = torch.cat(conds) if self.conditional else None
+        prompts = [p for c in conds for p in c] if self.text_conditioned else None
+        fake = self.generate(len(real), y, torch.Generator().manual_seed(1), prompts=prompts)
         fd = pooled_frechet_distance(real, fake)
-        real_s = torch.cat([self.D(r, yy if self.conditional else None) for r, yy in zip(reals, labels, strict=True)])
-        fake_s = torch.cat([self.D(f, yy if self.conditional else None)
-                            for f, yy in zip(fake.split([len(r) for r in reals]), labels, strict=True)])
+        real_s = torch.cat([self.D(r, yy) for r, yy in zip(reals, conds, strict=True)])
+        fake_s = torch.cat([self.D(f, yy) for f, yy in zip(fake.split([len(r) for r in reals]), conds, strict=True)])
         return {"loss": fd, "fd_pool8": fd, "loss_d_val": float(self.objective.d_loss(real_s, fake_s))}
 
 
 # --- helpers ---
+
+def _twice(y: Cond) -> Cond:
+    """The condition of reals and fakes in one batch."""
+    if y is None:
+        return None
+    return y + y if isinstance(y, list) else torch.cat([y, y])
+
 
 def pooled_frechet_distance(a: torch.Tensor, b: torch.Tensor, size: int = 8) -> float:
     """Fréchet distance between Gaussians fitted to two image sets after average pooling to size × size."""

@@ -61,16 +61,24 @@ class RecurrentLM(LanguageModel):
             nn.init.uniform_(self.head.weight, -0.1, 0.1)
         nn.init.zeros_(self.head.bias)
 
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Top layer outputs (B, T, n_hidden) of tokens (B, T) from a fresh state: what a text encoder reads."""
+        return self._recur(tokens, None)[0]
+
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
+        out, state = self._recur(tokens, state)
+        return self.head(self.drop(out)), state
+
+    def _recur(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Top layer outputs (B, T, n_hidden) and the state after the last token."""
         # nn.RNN keeps hidden states as (layers, B, H); the LM interface keeps every state batch-first.
         hidden = None
         if state is not None:
             hidden = tuple(s.transpose(0, 1).contiguous() for s in state)
             hidden = hidden if self.cell is nn.LSTM else hidden[0]
         out, hidden = self.rnn(self.drop(self.embed(tokens)), hidden)
-        logits = self.head(self.drop(out))
         hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-        return logits, tuple(h.transpose(0, 1) for h in hidden)
+        return out, tuple(h.transpose(0, 1) for h in hidden)
 
 
 @register("rnn", task="text")

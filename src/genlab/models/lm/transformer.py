@@ -115,6 +115,18 @@ class TransformerLM(LanguageModel):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final LayerNorm output (B, T, n_embd) of tokens (B, T), before the head: what a text encoder reads.
+
+        Only the first context_length tokens are seen (positions beyond have no embedding), so T is cut to it.
+        """
+        x = tokens[:, : self.config.context_length]
+        pos = torch.arange(x.size(1), device=x.device)
+        h = self.drop(self.tok_emb(x) + self.pos_emb(pos))
+        for block in self.blocks:
+            h = block(h)
+        return self.ln_f(h)
+
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         ctx, n_new = self.config.context_length, tokens.size(1)
         if n_new > ctx:
@@ -122,9 +134,5 @@ class TransformerLM(LanguageModel):
         x = tokens
         if state is not None and n_new < ctx:
             x = torch.cat([state[0][:, -(ctx - n_new):], tokens], dim=1)
-        pos = torch.arange(x.size(1), device=x.device)
-        h = self.drop(self.tok_emb(x) + self.pos_emb(pos))
-        for block in self.blocks:
-            h = block(h)
-        logits = self.head(self.ln_f(h[:, -n_new:]))
+        logits = self.head(self.hidden_states(x)[:, -n_new:])
         return logits, (x[:, -(ctx - 1):] if ctx > 1 else x[:, :0],)

@@ -18,6 +18,9 @@ References:
     x (B,C,H,W) in [0,1] ─ encoder ─> μ, log σ² (B,Z) ─ z = μ + σ·ε ─ decoder ─> pixel parameters (B,C,H,W)
     negative ELBO per image = -log p(x|z) + KL(q(z|x) || N(0, I))         (nats per image)
 
+With `--text-encoder` (captioned images) the condition is a prompt: its pooled embedding, projected to
+`latent_dim` (genlab.nn.conditioning), takes the one-hot label's place in encoder and decoder.
+
 `genlab train vae --arch mlp|conv` picks the network; everything else (objective, likelihood, conditioning,
 bounds) is shared by both. Units: nats per image; bits per dimension = nats / (C·H·W · ln 2) (for the
 Gaussian, + 8 bits for the 8-bit bin width, as for dequantised flows).
@@ -33,6 +36,7 @@ from torch import nn
 
 from genlab.config import option
 from genlab.errors import ConfigError
+from genlab.nn.conditioning import TextConditioner, TextConditioningConfig, as_prompts, load_pretrained_text
 from genlab.registry import register
 from genlab.trainer import StepContext, Trainable
 
@@ -41,7 +45,7 @@ MIN_LOG_SIGMA = math.log(1e-3)  # floor of the Gaussian decoder's σ on [0,1] pi
 
 
 @dataclass
-class VAEConfig:
+class VAEConfig(TextConditioningConfig):
     # Decided by the data (names apart from the data options --channels/--image-size, which set the data):
     in_channels: int = field(default=0, metadata={"derived": True})  # 1 gray, 3 RGB
     resolution: int = field(default=0, metadata={"derived": True})  # square images: height = width
@@ -73,6 +77,12 @@ class VAEConfig:
             raise ConfigError("--gaussian-std must be positive")
         if self.beta < 0 or self.kl_warmup_steps < 0:
             raise ConfigError("--beta and --kl-warmup-steps must not be negative")
+        self.validate_text()
+
+    @property
+    def cond_width(self) -> int:
+        """Width of the condition vector beside the image or latent: a one-hot label or a pooled prompt."""
+        return self.n_classes if self.conditional else self.latent_dim if self.text_conditioned else 0
 
     @property
     def binarize_mode(self) -> str:
@@ -97,7 +107,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, c: VAEConfig):
         super().__init__()
         d = c.in_channels * c.resolution ** 2
-        self.net = mlp([d + c.n_classes * c.conditional] + [c.hidden] * c.n_layer + [2 * c.latent_dim])
+        self.net = mlp([d + c.cond_width] + [c.hidden] * c.n_layer + [2 * c.latent_dim])
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = x.flatten(1)  # (B, C·H·W)
@@ -111,7 +121,7 @@ class MLPDecoder(nn.Module):
         super().__init__()
         self.shape = (c.in_channels, c.resolution, c.resolution)
         d = c.in_channels * c.resolution ** 2
-        self.net = mlp([c.latent_dim + c.n_classes * c.conditional] + [c.hidden] * c.n_layer + [d])
+        self.net = mlp([c.latent_dim + c.cond_width] + [c.hidden] * c.n_layer + [d])
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = z if y is None else torch.cat([z, y], 1)  # (B, Z [+K])
@@ -126,7 +136,7 @@ class ConvEncoder(nn.Module):
             nn.Conv2d(c.in_channels, w, 4, 2, 1), nn.ReLU(),  # (B, w, H/2, W/2)
             nn.Conv2d(w, 2 * w, 4, 2, 1), nn.ReLU(),  # (B, 2w, H/4, W/4)
         )
-        self.fc = mlp([2 * w * s * s + c.n_classes * c.conditional, c.hidden, 2 * c.latent_dim])
+        self.fc = mlp([2 * w * s * s + c.cond_width, c.hidden, 2 * c.latent_dim])
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = self.conv(x).flatten(1)
@@ -140,7 +150,7 @@ class ConvDecoder(nn.Module):
         super().__init__()
         w, s = c.conv_channels, c.resolution // 4
         self.start = (2 * w, s, s)
-        self.fc = nn.Sequential(mlp([c.latent_dim + c.n_classes * c.conditional, c.hidden, 2 * w * s * s]),
+        self.fc = nn.Sequential(mlp([c.latent_dim + c.cond_width, c.hidden, 2 * w * s * s]),
                                 nn.ReLU())
         self.deconv = nn.Sequential(
             nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(),  # (B, w, H/2, W/2)
@@ -174,6 +184,7 @@ class VAE(Trainable, nn.Module):
             raise ConfigError("--conditional needs a labelled data set with at least two classes")
         self.encoder = (ConvEncoder if c.arch == "conv" else MLPEncoder)(c)
         self.decoder = (ConvDecoder if c.arch == "conv" else MLPDecoder)(c)
+        self.text = TextConditioner(c.text_spec, c.latent_dim) if c.text_conditioned else None
         learn_sigma = c.likelihood == "gaussian" and c.gaussian_std is None
         self.log_sigma = nn.Parameter(torch.zeros(())) if learn_sigma else None
         self.dims = c.in_channels * c.resolution ** 2
@@ -187,13 +198,26 @@ class VAE(Trainable, nn.Module):
         return self.config.conditional
 
     @property
+    def text_conditioned(self) -> bool:
+        return self.config.text_conditioned
+
+    def load_pretrained(self) -> None:
+        load_pretrained_text(self)
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     # --- pieces ---
 
-    def onehot(self, labels: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        """(B,) class indices (or (B,K) soft labels) → (B,K) floats; None for an unconditional model."""
+    def condition(self, labels: torch.Tensor | None, n: int, prompts: Any = None) -> torch.Tensor | None:
+        """The condition vector (B, cond_width): (B,) class indices (or (B,K) soft labels) as one-hot floats, or
+        prompts (one for all or one each; none: the empty prompt) as their pooled embedding; None for an
+        unconditional model."""
+        if self.text is not None:
+            return self.text(as_prompts("" if prompts is None else prompts, n)).vector
+        if prompts is not None:
+            raise ConfigError("this VAE was trained without text; a prompt needs a model trained with --text-encoder")
         if not self.config.conditional:
             return None
         if labels is None:
@@ -229,10 +253,10 @@ class VAE(Trainable, nn.Module):
             return (x > 0.5).float()
         return x
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                prompts: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image reconstruction NLL -log p(x|z), z ~ q(z|x) once, and the analytic KL, both (B,)."""
-        y = self.onehot(labels, len(x))
+        y = self.condition(labels, len(x), prompts)
         mu, logvar = self.posterior(x, y)
         eps = torch.randn(mu.shape, generator=generator, device=generator.device if generator else mu.device)
         z = mu + (0.5 * logvar).exp() * eps.to(mu.device)
@@ -248,7 +272,7 @@ class VAE(Trainable, nn.Module):
 
     def train_step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         x = self.targets(batch["x"])
-        rec, kl = ctx.nets["model"](x, batch.get("y") if self.conditional else None)
+        rec, kl = ctx.nets["model"](x, batch.get("y") if self.conditional else None, None, batch.get("text"))
         weight = self.kl_weight(ctx.step)
         loss = (rec + weight * kl).mean()
         # Optimised per dimension: the same Adam steps, but gradient norms on the scale the trainer's clipping
@@ -267,7 +291,8 @@ class VAE(Trainable, nn.Module):
         rec_sum = kl_sum = 0.0
         n = 0
         for batch in split.batches(self.pixel_range, self.device, max_batches):
-            rec, kl = self(self.targets(batch["x"], gen), batch["y"] if self.conditional else None, gen)
+            rec, kl = self(self.targets(batch["x"], gen), batch["y"] if self.conditional else None, gen,
+                           batch.get("text"))
             rec_sum, kl_sum, n = rec_sum + rec.sum().item(), kl_sum + kl.sum().item(), n + len(rec)
         nelbo = (rec_sum + kl_sum) / max(n, 1)
         return {"loss": nelbo, "rec": rec_sum / max(n, 1), "kl": kl_sum / max(n, 1),
@@ -276,25 +301,25 @@ class VAE(Trainable, nn.Module):
     # --- the image-generator contract (genlab.tasks.images) ---
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None, prompts: Any = None) -> torch.Tensor:
         """Posterior means μ(x) (B, Z) of images x (B,C,H,W) in [0,1]."""
         x = x.to(self.device)
-        return self.posterior(x, self.onehot(labels, len(x)))[0]
+        return self.posterior(x, self.condition(labels, len(x), prompts))[0]
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, labels: torch.Tensor | None = None, prompts: Any = None) -> torch.Tensor:
         """Mean images (B,C,H,W) in [0,1] of latents z (B, Z): E[x|z], not a noisy draw."""
         z = z.to(self.device)
-        out = self.decoder(z, self.onehot(labels, len(z)))
+        out = self.decoder(z, self.condition(labels, len(z), prompts))
         return torch.sigmoid(out)
 
     @torch.no_grad()
     def generate(self, num_samples: int, labels: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, prompts: Any = None) -> torch.Tensor:
         """z ~ N(0, I) decoded to mean images (N,C,H,W) in [0,1]; a conditional model without labels cycles
-        through the classes."""
+        through the classes; a text model takes prompts."""
         dev = generator.device if generator is not None else self.device
-        return self.decode(self.noise(num_samples, dev, generator), labels)
+        return self.decode(self.noise(num_samples, dev, generator), labels, prompts)
 
     def noise(self, n: int, device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws (n, Z) of the prior N(0, I)."""
@@ -321,10 +346,11 @@ class VAE(Trainable, nn.Module):
 
     @torch.no_grad()
     def log_weights(self, x: torch.Tensor, labels: torch.Tensor | None, k: int,
-                    generator: torch.Generator | None = None, chunk: int = 8192) -> torch.Tensor:
+                    generator: torch.Generator | None = None, chunk: int = 8192,
+                    prompts: list[str] | None = None) -> torch.Tensor:
         """Importance log-weights log p(x, z_i) - log q(z_i|x), z_i ~ q(z|x), i = 1..k: (B, k).
         `x` are likelihood targets; decoder passes are batched `chunk` at a time."""
-        y = self.onehot(labels, len(x))
+        y = self.condition(labels, len(x), prompts)
         mu, logvar = self.posterior(x, y)
         std = (0.5 * logvar).exp()
         B, Z = mu.shape
@@ -345,7 +371,8 @@ class VAE(Trainable, nn.Module):
 
     @torch.no_grad()
     def likelihood_report(self, images: torch.Tensor, labels: torch.Tensor | None = None,
-                          num_importance_samples: int = 64, batch_size: int = 100, seed: int = 0) -> dict[str, Any]:
+                          num_importance_samples: int = 64, batch_size: int = 100, seed: int = 0,
+                          prompts: list[str] | None = None) -> dict[str, Any]:
         """Test ELBO and IWAE-k bounds of -log p(x) (nats per image, bits per dimension).
 
         images: uint8 (N,C,H,W). The k importance samples give both bounds: ELBO = mean_i log w_i,
@@ -363,7 +390,8 @@ class VAE(Trainable, nn.Module):
             x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
             x = self.targets(x, gen)
             y = labels[start:start + batch_size] if (labels is not None and self.conditional) else None
-            logw = self.log_weights(x, y, k, gen)
+            text = prompts[start:start + batch_size] if (prompts is not None and self.text_conditioned) else None
+            logw = self.log_weights(x, y, k, gen, prompts=text)
             elbo_sum += logw.mean(1).sum().item()
             iwae_sum += (torch.logsumexp(logw, 1) - math.log(k)).sum().item()
         self.train(was_training)
