@@ -4,7 +4,7 @@ on prompts the models never saw.
     .venv/bin/python benchmarks/text_to_image.py [--parts objects scenes] [--seconds 180] [--scene-seconds 300]
         [--encoders scratch minilm lm] [--models diffusion-xattn diffusion-pooled cvae cgan]
         [--scene-models diffusion-xattn diffusion-pooled] [--objects fashion-mnist-captions]
-        [--scenes fashion-mnist-scenes] [--lm-seconds 120] [--samples 1000] [--images-per-prompt 4]
+        [--scenes fashion-mnist-scenes] [--lm-seconds 120] [--samples 500] [--images-per-prompt 2] [--sample-steps 10]
         [--runs-dir runs/bench-t2i] [--seed 0] [--threads N] [--name text_to_image]
 
 Prints a markdown table per part and writes benchmarks/results/NAME.json (each part's section replaced when it
@@ -30,8 +30,9 @@ scores the weights genlab.load loads (see genlab.tasks.images.ImageGenTask.evalu
     attribute), relation accuracy (both items classified right in their regions), CLIPScore and R-precision
     of each image with the prompt's canonical wording, and the same scores of matching real test images (the
     judges' ceiling).
-Diffusion models sample with DPM-Solver++ (20 steps) and guidance w = DIFFUSION["guidance"]; the likelihood
-bounds are computed on a small subset (LIKELIHOOD) to keep the evaluation short.
+Diffusion models sample with DPM-Solver++ (--sample-steps, 10: as good as 20 in benchmarks/diffusion.py's
+sampler table) and guidance w = DIFFUSION["guidance"]; the likelihood bounds are computed on a small subset
+(LIKELIHOOD) to keep the evaluation short (sampling, not training, dominates a CPU benchmark's time).
 """
 
 import argparse
@@ -65,7 +66,7 @@ MODELS = {  # name -> (genlab model family, options, label in the tables)
 ENCODERS = ("scratch", "minilm", "lm")
 LM = {"tokenizer": "char", "seq_len": 64, "n_layer": 2, "n_head": 4, "n_embd": 128, "batch_size": 64, "lr": 3e-3,
       "warmup_steps": 100, "max_steps": 10_000_000, "eval_interval": 500}
-LIKELIHOOD = {"iwae_samples": 8, "likelihood_images": 64, "likelihood_timesteps": 20}
+LIKELIHOOD = {"vae": {"iwae_samples": 8}, "diffusion": {"likelihood_images": 64, "likelihood_timesteps": 20}}
 PARTS = {"objects": "fashion-mnist-captions", "scenes": "fashion-mnist-scenes"}  # part -> default data set
 GRID_PROMPTS = 8  # prompts per kind in the labelled grids
 GRID_IMAGES = 4
@@ -101,9 +102,7 @@ def run_one(data: str, encoder: str, model: str, seconds: float, args: argparse.
         row |= {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
                 "train_images_per_s": summary["steps"] * int(options.get("batch_size", 64)) / summary["train_seconds"],
                 "wall_train_s": time.time() - t0}
-        extra = {k: v for k, v in LIKELIHOOD.items() if (k == "iwae_samples") == (family == "vae")}
-        if family == "gan":
-            extra = {}
+        extra = LIKELIHOOD.get(family, {}) | ({"steps": args.sample_steps} if family == "diffusion" else {})
         t0 = time.time()
         report = genlab.evaluate(out, num_samples=args.samples, images_per_prompt=args.images_per_prompt,
                                  seed=args.seed, **extra)
@@ -156,15 +155,16 @@ COLUMNS = {
 
 def table(part: str, rows: list[dict]) -> str:
     cols = COLUMNS[part]
-    lines = ["| encoder | model | " + " | ".join(c[1] for c in cols) + " |",
-             "|---|---|" + "---:|" * len(cols)]
+    lines = ["| data | budget | encoder | model | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---:|---|---|" + "---:|" * len(cols)]
     for r in rows:
         cells = ["error: " + r["error"][:60] if "error" in r and c[0] not in r else
                  (c[2].format(r[c[0]]) if isinstance(r.get(c[0]), (int, float)) else "–") for c in cols]
-        lines.append(f"| {r['encoder']} | {MODELS[r['model']][2]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['data']} | {r['seconds']:.0f} s | {r['encoder']} | {MODELS[r['model']][2]} | "
+                     + " | ".join(cells) + " |")
     refs = {c[0]: rows[0].get(f"{c[0]}_reference") for c in cols if rows and rows[0].get(f"{c[0]}_reference")}
     if refs:
-        lines.append("| real test images | (judges' ceiling) | " + " | ".join(
+        lines.append("| | | real test images | (judges' ceiling) | " + " | ".join(
             c[2].format(refs[c[0]]) if c[0] in refs else "" for c in cols) + " |")
     return "\n".join(lines)
 
@@ -211,8 +211,9 @@ def main() -> None:
     parser.add_argument("--objects", default=PARTS["objects"])
     parser.add_argument("--scenes", default=PARTS["scenes"])
     parser.add_argument("--lm-seconds", type=float, default=120.0)
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--images-per-prompt", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=500, help="images generated from test captions for FD & co.")
+    parser.add_argument("--images-per-prompt", type=int, default=2)
+    parser.add_argument("--sample-steps", type=int, default=10, help="diffusion: DPM-Solver++ steps in evaluation")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-t2i")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
@@ -244,11 +245,16 @@ def main() -> None:
         if best is not None:
             grid = RESULTS / f"{args.name}-{part}.png"
             labelled_grid(args.runs_dir / f"{data}-{best['encoder']}-{best['model']}", data, grid, args.seed)
-        results[part] = {"data": data, "seconds": seconds, "rows": rows, "machine": machine(),
-                         "wall_seconds": time.time() - t0, "grid_run": best and f"{best['encoder']}-{best['model']}",
-                         "command": " ".join(sys.argv)}
+        # Rows of other encoders, models or budgets from earlier invocations are kept: the table can be filled
+        # in over several runs of this script (each row records its own budget and machine).
+        fresh = {(r["data"], r["seconds"], r["encoder"], r["model"]) for r in rows}
+        kept = [r for r in results.get(part, {}).get("rows", [])
+                if (r["data"], r["seconds"], r["encoder"], r["model"]) not in fresh]
+        rows = kept + [r | {"machine": machine(), "command": " ".join(sys.argv)} for r in rows]
+        results[part] = {"rows": rows, "grid_run": best and f"{data}-{best['encoder']}-{best['model']}",
+                         "wall_seconds_last": time.time() - t0}
         atomic_write_json(path, results)
-        print(f"\n### {part}: {data}, {seconds:.0f} s of training per run (CPU)\n")
+        print(f"\n### {part} (CPU; each row: its data set and training budget)\n")
         print(table(part, rows))
     print(f"\nwrote {path}")
 

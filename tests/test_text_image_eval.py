@@ -29,17 +29,9 @@ from genlab.eval.text_image import (
     r_precision,
     region_classifier,
 )
+from tests.test_image_metrics import _one_thread  # noqa: F401 (autouse: one thread in this module)
 
 STEPS = 100  # the scorer on 16-pixel shapes: about 4 s of one core
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The nets are tiny: one thread is as fast, and far faster than two on a busy shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -135,6 +135,25 @@ def _train_steps(n_train: int) -> int:
     return max(150, min(2000, math.ceil(4 * n_train / BATCH)))
 
 
+def fit_classifier(net: nn.Module, batches: ImageBatches, steps: int, lr: float = 3e-3,
+                   desc: str | None = None) -> None:
+    """Train `net` (images → logits) by cross-entropy on `batches` for `steps` steps: AdamW, cosine decay from
+    `lr`; left in eval mode. `desc`: a progress bar with this title (none without it)."""
+    from tqdm import tqdm
+
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    net.train()
+    for step in tqdm(range(steps), desc=desc, unit="step", leave=False, disable=desc is None):
+        for g in opt.param_groups:
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        batch = batches(step)
+        loss = F.cross_entropy(net(batch["x"]), batch["y"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    net.eval()
+
+
 def _train(dataset: ImageDataset, device: torch.device) -> tuple[_Net, float, float]:
     """Train a `_Net` on the train split (fixed seed); returns it, its held-out accuracy and the seconds taken."""
     t0 = time.perf_counter()
@@ -143,18 +162,7 @@ def _train(dataset: ImageDataset, device: torch.device) -> tuple[_Net, float, fl
         net = _Net(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
     images, labels = dataset.splits["train"], dataset.labels["train"]
     batches = ImageBatches(images, labels, min(BATCH, len(images)), FEATURE_SEED, "symmetric", device=device)
-    steps = _train_steps(len(images))
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    net.train()
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = 3e-3 * 0.5 * (1 + math.cos(math.pi * step / steps))
-        batch = batches(step)
-        loss = F.cross_entropy(net(batch["x"]), batch["y"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    net.eval()
+    fit_classifier(net, batches, _train_steps(len(images)))
     fn = FeatureNet(net, dataset, math.nan, "", 0.0, False)
     sample = fn.features(images[:2000])
     net.feature_scale.fill_(float(np.sqrt((sample**2).mean())) or 1.0)

@@ -50,7 +50,7 @@ from genlab.data.captions import (
 )
 from genlab.data.images import ImageBatches, ImageDataset, fit_images, image_grid, to_channels, to_model_range
 from genlab.errors import CheckpointError, ConfigError, DataError
-from genlab.eval.images import FeatureNet, cache_dir_default, feature_net
+from genlab.eval.images import FeatureNet, cache_dir_default, feature_net, fit_classifier
 
 SCORER_VERSION = "1"  # bump when the architecture or training recipe changes: old caches are then ignored
 REGION_VERSION = "1"
@@ -590,18 +590,7 @@ def _train_regions(dataset: ImageDataset, n_classes: int, steps: int, device: to
         torch.manual_seed(JUDGE_SEED)
         net = _ConvTower(dataset.channels, side, n_classes, side).to(device)
     batches = ImageBatches(x, y, min(BATCH, len(x)), JUDGE_SEED, "symmetric", device=device)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    net.train()
-    with tqdm(total=steps, desc="training region classifier", unit="step", leave=False, disable=not progress) as bar:
-        for step in range(steps):
-            _cosine_lr(opt, 3e-3, step, steps, warmup=1)
-            batch = batches(step)
-            loss = F.cross_entropy(net(batch["x"]), batch["y"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.update()
-    net.eval()
+    fit_classifier(net, batches, steps, desc="training region classifier" if progress else None)
     seconds = time.perf_counter() - t0
     split = _eval_split(dataset)
     classifier = RegionClassifier(net, dataset.channels, dataset.image_size, {"accuracy": math.nan,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.nn.init import gpt2_init
 from genlab.text_encoders.base import TextEncoder
 
 PAD, UNK, BOS = "<pad>", "<unk>", "<bos>"
@@ -116,15 +117,8 @@ class ScratchTextEncoder(TextEncoder):
         self.pos_emb = nn.Embedding(max_tokens, width)
         self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
         self.ln_f = nn.LayerNorm(width)
-        self.apply(self._init_weights)
+        self.apply(gpt2_init)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        # GPT-2's init: small normal weights keep the pre-norm residual stream O(1) at the start.
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def encode_text(self, prompt: str) -> list[int]:
         get = self.index.get

@@ -81,18 +81,27 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention over the H·W positions, as a residual block."""
+class _Attention(nn.Module):
+    """What both attention blocks share: heads that divide the width, a GroupNorm in, the block's own input
+    projections, a zero-init 1×1 conv out (registered in this order, the order of the parameters)."""
 
-    def __init__(self, channels: int, heads: int):
+    def __init__(self, channels: int, heads: int, **projections: nn.Module):
         super().__init__()
         if channels % heads:
             raise ConfigError(f"attention over {channels} channels cannot be split into {heads} heads; "
                               "choose --attention-heads dividing every level's width")
         self.heads = heads
         self.norm = group_norm(channels)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        for name, layer in projections.items():
+            self.add_module(name, layer)
         self.out = zero_init(nn.Conv2d(channels, channels, 1))
+
+
+class SelfAttention(_Attention):
+    """Multi-head self-attention over the H·W positions, as a residual block."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__(channels, heads, qkv=nn.Conv2d(channels, 3 * channels, 1))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         B, C, H, W = x.shape
@@ -101,20 +110,12 @@ class SelfAttention(nn.Module):
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Attention):
     """Multi-head attention from the H·W positions (queries) to the L context tokens (keys, values), padding
-    tokens masked out, as a residual block; a layer without context (the null prompt still has one) is an error."""
+    tokens masked out, as a residual block."""
 
     def __init__(self, channels: int, context_dim: int, heads: int):
-        super().__init__()
-        if channels % heads:
-            raise ConfigError(f"attention over {channels} channels cannot be split into {heads} heads; "
-                              "choose --attention-heads dividing every level's width")
-        self.heads = heads
-        self.norm = group_norm(channels)
-        self.q = nn.Conv2d(channels, channels, 1)
-        self.kv = nn.Linear(context_dim, 2 * channels)
-        self.out = zero_init(nn.Conv2d(channels, channels, 1))
+        super().__init__(channels, heads, q=nn.Conv2d(channels, channels, 1), kv=nn.Linear(context_dim, 2 * channels))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         if context is None:

@@ -20,6 +20,7 @@ from torch import nn
 from genlab.config import option
 from genlab.errors import ConfigError
 from genlab.models.lm.base import LanguageModel, State
+from genlab.nn.init import gpt2_init
 from genlab.registry import register
 
 
@@ -102,18 +103,12 @@ class TransformerLM(LanguageModel):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.head.weight = self.tok_emb.weight  # weight tying (Press & Wolf 2017)
-        self.apply(self._init_weights)
+        self.apply(gpt2_init)
         # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream stays O(1).
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """Final LayerNorm output (B, T, n_embd) of tokens (B, T), before the head: what a text encoder reads.
