@@ -5,7 +5,7 @@ on prompts the models never saw.
         [--encoders scratch minilm lm] [--models diffusion-xattn diffusion-pooled cvae cgan]
         [--scene-models diffusion-xattn diffusion-pooled] [--objects fashion-mnist-captions]
         [--scenes fashion-mnist-scenes] [--lm-seconds 120] [--samples 500] [--images-per-prompt 2] [--sample-steps 10]
-        [--runs-dir runs/bench-t2i] [--seed 0] [--threads N] [--name text_to_image]
+        [--runs-dir runs/bench-t2i] [--seed 0] [--threads N] [--reuse] [--name text_to_image]
 
 Prints a markdown table per part and writes benchmarks/results/NAME.json (each part's section replaced when it
 runs, the others kept) and labelled grids benchmarks/results/NAME-PART-*.png (prompt on the left, held-out
@@ -96,12 +96,13 @@ def run_one(data: str, encoder: str, model: str, seconds: float, args: argparse.
     row: dict[str, Any] = {"data": data, "encoder": encoder, "model": model, "seconds": seconds}
     try:
         text_encoder = str(lm) if encoder == "lm" else encoder
-        t0 = time.time()
-        summary = genlab.train(family, out, options | {"data": data, "text_encoder": text_encoder,
-                                                       "max_seconds": seconds, "seed": args.seed}, overwrite=True)
+        if args.reuse and (out / "model.safetensors").is_file():
+            summary = trained_summary(out)
+        else:
+            summary = genlab.train(family, out, options | {"data": data, "text_encoder": text_encoder,
+                                                           "max_seconds": seconds, "seed": args.seed}, overwrite=True)
         row |= {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                "train_images_per_s": summary["steps"] * int(options.get("batch_size", 64)) / summary["train_seconds"],
-                "wall_train_s": time.time() - t0}
+                "train_images_per_s": summary["steps"] * int(options.get("batch_size", 64)) / summary["train_seconds"]}
         extra = LIKELIHOOD.get(family, {}) | ({"steps": args.sample_steps} if family == "diffusion" else {})
         t0 = time.time()
         report = genlab.evaluate(out, num_samples=args.samples, images_per_prompt=args.images_per_prompt,
@@ -112,6 +113,15 @@ def run_one(data: str, encoder: str, model: str, seconds: float, args: argparse.
         traceback.print_exc()
         row["error"] = f"{type(e).__name__}: {e}"
     return row
+
+
+def trained_summary(run: Path) -> dict:
+    """Steps and training seconds of a finished run, from its metrics.jsonl (for --reuse): the seconds are those of
+    the last logged training step, scaled to the final step at the same rate."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = [r for r in records if r.get("split") == "train"][-1]
+    steps = max(r["step"] for r in records)
+    return {"steps": steps, "train_seconds": last["elapsed_s"] * steps / last["step"]}
 
 
 def scores(report: dict) -> dict:
@@ -217,6 +227,8 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-t2i")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--reuse", action="store_true", help="evaluate runs already trained in --runs-dir again "
+                                                             "instead of training them (steps from metrics.jsonl)")
     parser.add_argument("--name", default="text_to_image")
     args = parser.parse_args()
     if args.threads:
