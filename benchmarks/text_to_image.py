@@ -209,6 +209,17 @@ def labelled_grid(run: Path, data: str, path: Path, seed: int) -> None:
     plt.close(fig)
 
 
+def save_rows(path: Path, results: dict, part: str, rows: list[dict]) -> None:
+    """Write `rows` into results[part], keeping rows of other encoders, models or budgets from earlier
+    invocations (the table can be filled in over several runs of this script; each row records its budget and
+    machine)."""
+    fresh = {(r["data"], r["seconds"], r["encoder"], r["model"]) for r in rows}
+    kept = [r for r in results.get(part, {}).get("rows", [])
+            if (r["data"], r["seconds"], r["encoder"], r["model"]) not in fresh]
+    results[part] = results.get(part, {}) | {"rows": kept + rows}
+    atomic_write_json(path, results)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
@@ -243,29 +254,24 @@ def main() -> None:
             continue
         seconds = args.seconds if part == "objects" else args.scene_seconds
         models = args.models if part == "objects" else args.scene_models
-        t0 = time.time()
         lm = train_lm(data, args.runs_dir, args.lm_seconds, args.seed) if "lm" in args.encoders else None
         rows = []
         for encoder in args.encoders:
             for model in models:
                 print(f"\n== {part}: {encoder} × {model}, {seconds:.0f} s ==", flush=True)
-                rows.append(run_one(data, encoder, model, seconds, args, lm))
+                rows.append(run_one(data, encoder, model, seconds, args, lm)
+                            | {"machine": machine(), "command": " ".join(sys.argv)})
                 print(json.dumps(rows[-1], indent=1, default=str), flush=True)
+                save_rows(path, results, part, rows)  # after every run: a crash loses nothing finished
         ok = [r for r in rows if "error" not in r]
         key = "combination_relation_accuracy" if part == "scenes" else "phrasing_class_accuracy"
         best = max(ok, key=lambda r: r.get(key) or 0.0) if ok else None
         if best is not None:
             grid = RESULTS / f"{args.name}-{part}.png"
             labelled_grid(args.runs_dir / f"{data}-{best['encoder']}-{best['model']}", data, grid, args.seed)
-        # Rows of other encoders, models or budgets from earlier invocations are kept: the table can be filled
-        # in over several runs of this script (each row records its own budget and machine).
-        fresh = {(r["data"], r["seconds"], r["encoder"], r["model"]) for r in rows}
-        kept = [r for r in results.get(part, {}).get("rows", [])
-                if (r["data"], r["seconds"], r["encoder"], r["model"]) not in fresh]
-        rows = kept + [r | {"machine": machine(), "command": " ".join(sys.argv)} for r in rows]
-        results[part] = {"rows": rows, "grid_run": best and f"{data}-{best['encoder']}-{best['model']}",
-                         "wall_seconds_last": time.time() - t0}
-        atomic_write_json(path, results)
+            results[part]["grid_run"] = f"{data}-{best['encoder']}-{best['model']}"
+            atomic_write_json(path, results)
+        rows = results[part]["rows"]
         print(f"\n### {part} (CPU; each row: its data set and training budget)\n")
         print(table(part, rows))
     print(f"\nwrote {path}")

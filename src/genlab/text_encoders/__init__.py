@@ -27,13 +27,17 @@ __all__ = ["ENCODER_CHOICES", "PromptTruncatedWarning", "TextEncoder", "build_te
            "load_pretrained_weights", "pool", "text_encoder_spec"]
 
 
-def text_encoder_spec(choice: str, captions: Iterable[str], *, max_tokens: int = 32, width: int = 128,
+DEFAULT_MAX_TOKENS = 32  # words and word pieces: a built-in caption has at most 12
+
+
+def text_encoder_spec(choice: str, captions: Iterable[str], *, max_tokens: int | None = None, width: int = 128,
                       layers: int = 2, heads: int = 4) -> dict:
     """A JSON-able spec that rebuilds the encoder's architecture (no weights): "kind", "dim", "max_tokens" and
     per kind scratch {"vocab", "width", "layers", "heads", "word_dropout"}, minilm {"package"},
     lm {"source", "model", "model_config", "tokenizer"}. width, layers and heads apply to scratch only."""
     if choice in ENCODER_CHOICES:
-        return ENCODERS[choice].make_spec(captions, max_tokens=max_tokens, width=width, layers=layers, heads=heads)
+        return ENCODERS[choice].make_spec(captions, max_tokens=max_tokens or DEFAULT_MAX_TOKENS, width=width,
+                                          layers=layers, heads=heads)
     if Path(choice).is_dir():
         return LMTextEncoder.make_spec(choice, captions, max_tokens=max_tokens)
     raise ConfigError(f"unknown text encoder {choice!r}: choose scratch, minilm or a language-model run directory")

@@ -31,6 +31,8 @@ from genlab.errors import CheckpointError, ConfigError
 from genlab.registry import get_model_class, model_names
 from genlab.text_encoders.base import TextEncoder
 
+RECURRENT_MAX_TOKENS = 128  # prompt length for a recurrent LM, which has no context limit; a caption fits
+
 
 def _prompt_text(prompt: str) -> str:
     return prompt.replace("\n", " ")  # a newline would start a new sequence for the LM
@@ -73,10 +75,13 @@ class LMTextEncoder(TextEncoder):
     persistent = True
 
     @classmethod
-    def make_spec(cls, source: str | Path, captions: Iterable[str], *, max_tokens: int, **unused: Any) -> dict:
+    def make_spec(cls, source: str | Path, captions: Iterable[str], *, max_tokens: int | None = None,
+                  **unused: Any) -> dict:
         run, config, tokenizer_dict = read_lm_run(source)
         context = config["model_config"].get("context_length")
-        if context and max_tokens > context:
+        if max_tokens is None:  # a character-level LM needs far more tokens than a word-level encoder
+            max_tokens = context or RECURRENT_MAX_TOKENS
+        elif context and max_tokens > context:
             warnings.warn(f"the language model at {run.path} reads at most {context} tokens; max_tokens lowered "
                           f"from {max_tokens} to {context}", stacklevel=3)
             max_tokens = context
