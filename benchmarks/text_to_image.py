@@ -263,7 +263,7 @@ def main() -> None:
                             | {"machine": machine(), "command": " ".join(sys.argv)})
                 print(json.dumps(rows[-1], indent=1, default=str), flush=True)
                 save_rows(path, results, part, rows)  # after every run: a crash loses nothing finished
-        ok = [r for r in rows if "error" not in r]
+        ok = [r for r in results[part]["rows"] if "error" not in r]  # the best of every row, earlier ones too
         key = "combination_relation_accuracy" if part == "scenes" else "phrasing_class_accuracy"
         best = max(ok, key=lambda r: r.get(key) or 0.0) if ok else None
         if best is not None:
