@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -30,7 +31,7 @@ sys.argv[0] = "genlab"
 from genlab.cli import main
 main()
 """
-IMAGE_MODELS = {"diffusion"}
+IMAGE_MODELS = {"diffusion", "diffusion-text"}  # diffusion-text: the diffusion model on captions
 QUIET = {"OMP_NUM_THREADS": "1"}  # tiny models on a shared machine: one thread each (see tests/test_vae.py)
 
 
@@ -43,7 +44,15 @@ def slow_cli(model: str) -> str:
 def make_data(folder: Path, model: str) -> Path:
     """A tiny labelled image set (32 training images) for image models, a names corpus for language models."""
     if model in IMAGE_MODELS:
-        return make_tiny_npz(folder / "tiny.npz", n_train_per_class=8, n_test_per_class=2)
+        path = make_tiny_npz(folder / "tiny.npz", n_train_per_class=8, n_test_per_class=2)
+        if model == "diffusion-text":  # two captions per image: which one a step uses must survive the resume too
+            with np.load(path) as f:
+                arrays = dict(f)
+            for prefix in ("", "test_"):
+                labels = arrays[f"{prefix}labels"]
+                arrays[f"{prefix}captions"] = np.array([[f"shape {k}", f"a picture of shape {k}"] for k in labels])
+            np.savez(path, **arrays)
+        return path
     corpus = folder / "names.txt"
     corpus.write_text(TINY_TEXT * 4)
     return corpus
@@ -53,8 +62,10 @@ def options(data: Path, model: str) -> list[str]:
     """60 steps, a checkpoint every 10 and a log line every 5. Dropout > 0 so that the restored random state
     matters too; the diffusion model is conditional (label dropout draws random numbers) and keeps an EMA."""
     schedule = ["--max-steps", "60", "--eval-interval", "10", "--warmup-steps", "5", "--log-interval", "5"]
-    if model == "diffusion":
-        return ["--data", str(data), "--conditional", "--base-channels", "8", "--channel-mult", "1,2", "--cond-dim",
+    if model.startswith("diffusion"):
+        condition = ["--conditional"] if model == "diffusion" else ["--text-encoder", "scratch", "--text-width", "16",
+                                                                    "--text-layers", "1"]
+        return ["--data", str(data), *condition, "--base-channels", "8", "--channel-mult", "1,2", "--cond-dim",
                 "16", "--attention-heads", "2", "--dropout", "0.1", "--ema-decay", "0.9", "--timesteps", "50",
                 "--sample-steps", "2", "--batch-size", "8", *schedule]
     width = ["--n-hidden", "32"] if model != "transformer" else ["--n-head", "2"]
@@ -73,15 +84,16 @@ def checkpoint_step(run: Path) -> int:
         return -1
 
 
-@pytest.mark.parametrize("model", ["lstm", "transformer", "diffusion"])
+@pytest.mark.parametrize("model", ["lstm", "transformer", "diffusion", "diffusion-text"])
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, model: str) -> None:
     data = make_data(tmp_path, model)
+    family = model.split("-")[0]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    r = run_cli("train", model, "--out", str(full), *options(data, model), env=QUIET)
+    r = run_cli("train", family, "--out", str(full), *options(data, model), env=QUIET)
     assert r.returncode == 0, r.stderr
 
     # The victim's batches are slowed down (in its own process) so the kill lands between checkpoints.
-    proc = subprocess.Popen([sys.executable, "-c", slow_cli(model), "train", model, "--out", str(killed),
+    proc = subprocess.Popen([sys.executable, "-c", slow_cli(model), "train", family, "--out", str(killed),
                              *options(data, model)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, **QUIET})
     deadline = time.time() + 120
@@ -92,14 +104,16 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, model: str) ->
     step = checkpoint_step(killed)
     assert 20 <= step < 60, f"killed at checkpoint step {step}"
 
-    r = run_cli("train", model, "--out", str(killed), "--resume", env=QUIET)
+    r = run_cli("train", family, "--out", str(killed), "--resume", env=QUIET)
     assert r.returncode == 0, r.stderr
     a, b = load_file(full / "checkpoint.safetensors"), load_file(killed / "checkpoint.safetensors")
     weights = [k for k in a if k.startswith("model.")]
     assert weights and a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in weights), [k for k in weights if not torch.equal(a[k], b[k])][:5]
-    if model == "diffusion":  # the EMA copy is part of the model's weights, so it was compared too
+    if family == "diffusion":  # the EMA copy is part of the model's weights, so it was compared too
         assert any(k.startswith("model.ema.") for k in weights)
+    if model == "diffusion-text":  # and the scratch text encoder trained with it
+        assert any(".text.encoder." in k for k in weights)
     best_full, best_killed = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
     assert best_full.keys() == best_killed.keys()
     assert all(torch.equal(best_full[k], best_killed[k]) for k in best_full)
