@@ -22,3 +22,18 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "genlab", *args], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=timeout)
+
+
+def add_captions(path: Path) -> Path:
+    """Give a labelled .npz (images, labels[, test_images, test_labels]) two captions per image, naming its label."""
+    import numpy as np
+
+    with np.load(path) as f:
+        arrays = dict(f)
+    for prefix in ("", "test_"):
+        if f"{prefix}labels" in arrays:
+            arrays[f"{prefix}captions"] = np.array([[f"shape {k}", f"a picture of shape {k}"]
+                                                    for k in arrays[f"{prefix}labels"]])
+    np.savez(path, **arrays)
+    return path
+

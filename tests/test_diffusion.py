@@ -22,7 +22,7 @@ from genlab.models.diffusion.unet import UNet
 from genlab.schedulers import SAMPLERS
 from genlab.tasks.images import IMAGE_GEN, ImageSplit
 from genlab.trainer import StepContext, TrainConfig, default_optimizer
-from tests.helpers import run_cli
+from tests.helpers import add_captions, run_cli
 from tests.test_image_task import _env, assert_one_line_error, cli  # noqa: F401 (_env: autouse fixture)
 from tests.test_vae import SHAPES, make_tiny_npz, tiny_images
 
@@ -703,14 +703,22 @@ def test_other_families_refuse_diffusion_commands(tiny: Path, input_png: Path, t
 
 # --- distributed ---
 
-def test_torchrun_two_processes(tiny: Path, tmp_path: Path) -> None:
-    """DDP over two gloo processes: the wrapped denoiser trains, rank 0 logs every step and keeps the EMA."""
+@pytest.mark.parametrize("condition", ["labels", "text"])
+def test_torchrun_two_processes(tiny: Path, tmp_path: Path, condition: str) -> None:
+    """DDP over two gloo processes: the wrapped denoiser (with its text encoder, for captions) trains, rank 0 logs
+    every step and keeps the EMA."""
     import os
+    import shutil
     import subprocess
     import sys
 
     out = tmp_path / "ddp"
-    args = ["train", "diffusion", "--data", str(tiny), "--out", str(out), "--device", "cpu", "--conditional",
+    if condition == "labels":
+        data, flags = tiny, ["--conditional"]
+    else:
+        data = add_captions(Path(shutil.copy(tiny, tmp_path / "captioned.npz")))
+        flags = ["--text-encoder", "scratch", "--text-width", "16", "--text-layers", "1"]
+    args = ["train", "diffusion", "--data", str(data), "--out", str(out), "--device", "cpu", *flags,
             *TINY_NET_CLI, "--timesteps", "100", "--batch-size", "8", "--max-steps", "6", "--log-interval", "1",
             "--eval-interval", "3"]
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

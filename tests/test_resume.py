@@ -8,13 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from tests.helpers import TINY_TEXT, run_cli
+from tests.helpers import TINY_TEXT, add_captions, run_cli
 from tests.test_vae import make_tiny_npz
 
 # Runs `genlab` with the model's batches slowed down in this process only, so that a kill lands between
@@ -45,14 +44,8 @@ def make_data(folder: Path, model: str) -> Path:
     """A tiny labelled image set (32 training images) for image models, a names corpus for language models."""
     if model in IMAGE_MODELS:
         path = make_tiny_npz(folder / "tiny.npz", n_train_per_class=8, n_test_per_class=2)
-        if model == "diffusion-text":  # two captions per image: which one a step uses must survive the resume too
-            with np.load(path) as f:
-                arrays = dict(f)
-            for prefix in ("", "test_"):
-                labels = arrays[f"{prefix}labels"]
-                arrays[f"{prefix}captions"] = np.array([[f"shape {k}", f"a picture of shape {k}"] for k in labels])
-            np.savez(path, **arrays)
-        return path
+        # two captions per image: which one a step uses must survive the resume too
+        return add_captions(path) if model == "diffusion-text" else path
     corpus = folder / "names.txt"
     corpus.write_text(TINY_TEXT * 4)
     return corpus
