@@ -189,7 +189,8 @@ class ImageGenTask(NeuralTask):
         artifacts = {"source": ds.source, "channels": ds.channels, "image_size": ds.image_size,
                      "num_classes": ds.num_classes, "class_names": ds.class_names, "pixel_range": pixel_range}
         encoder = getattr(model_cfg, "text_encoder", "")
-        if encoder:
+        val_captions = None
+        if encoder:  # checked before the batches, whose size errors would hide a missing-captions error
             if not ds.captions:
                 raise DataError(f"--text-encoder needs captioned images and {ds.source} has no captions; use an "
                                 "image folder with a metadata.jsonl (file_name, text), an .npz with a `captions` "
@@ -199,12 +200,11 @@ class ImageGenTask(NeuralTask):
                                                     width=model_cfg.text_width, layers=model_cfg.text_layers)
             artifacts["text_encoder"] = encoder
             artifacts["example_prompts"] = [caps[0] for caps in ds.captions["test"][:8]]
+            val_captions = [caps[0] for caps in ds.captions["valid"]]
         batches: Any = ImageBatches(ds.splits["train"], ds.labels["train"], train_cfg.batch_size, train_cfg.seed,
                                     pixel_range, dist.rank, dist.world_size, dist.device)
-        val_captions = None
         if encoder:
             batches = CaptionedBatches(batches, ds.captions["train"])
-            val_captions = [caps[0] for caps in ds.captions["valid"]]
         val = ImageSplit(ds.splits["valid"], ds.labels["valid"], val_captions) if len(ds.splits["valid"]) else None
         return Prepared(
             shapes=shapes,
