@@ -20,3 +20,11 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def served_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny runs of every kind a server offers (tests.helpers.make_served_runs), made once per session."""
+    from tests.helpers import make_served_runs
+
+    return make_served_runs(tmp_path_factory.mktemp("served") / "runs")

@@ -1,5 +1,6 @@
 """Small utilities shared by tests: tiny corpora and running the CLI in a subprocess."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -37,3 +38,33 @@ def add_captions(path: Path) -> Path:
     np.savez(path, **arrays)
     return path
 
+
+
+def make_served_runs(root: Path) -> Path:
+    """A folder of tiny runs of every kind a server offers: lm/chars-3gram (n-gram), lm/gpt (Transformer),
+    images/diffusion (class-conditional), images/t2i (text-conditioned diffusion, scratch encoder)."""
+    import genlab
+    from tests.test_diffusion import TINY_NET
+    from tests.test_vae import make_tiny_npz
+
+    root.mkdir(parents=True, exist_ok=True)
+    text = root.parent / "names.txt"
+    text.write_text(TINY_TEXT)
+    genlab.train("ngram", root / "lm" / "chars-3gram", {"data": str(text), "order": 3, "tokenizer": "char"})
+    genlab.train("transformer", root / "lm" / "gpt", tiny_options("transformer", data=str(text), max_steps=20,
+                                                                     tokenizer="char"))
+    npz = make_tiny_npz(root.parent / "tiny.npz")
+    images = {"data": str(npz), **TINY_NET, "channel_mult": "1,2", "timesteps": 100, "sample_steps": 3,
+              "max_steps": 4, "batch_size": 8, "warmup_steps": 2, "eval_interval": 4, "valid_fraction": 0.0}
+    genlab.train("diffusion", root / "images" / "diffusion", images | {"conditional": True})
+    captioned = add_captions(make_tiny_npz(root.parent / "captioned.npz"))
+    genlab.train("diffusion", root / "images" / "t2i", images | {"data": str(captioned), "text_encoder": "scratch",
+                                                                 "text_width": 16, "text_layers": 1})
+    return root
+
+
+def live_server(app: object) -> contextlib.AbstractContextManager[str]:
+    """Serve an ASGI app for real on a free loopback port, in a thread; the context yields its base URL."""
+    from genlab.server import running
+
+    return running(app)

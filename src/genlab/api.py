@@ -1,8 +1,15 @@
-"""The Python API behind the CLI: train, load, sample, evaluate. Each is a few lines over the registry,
-the model family's task and the shared trainer."""
+"""The Python API behind the CLI and the server: train, load, sample, evaluate. Each is a few lines over the
+registry, the model family's task and the shared trainer.
+
+The functions after `describe` work on a model already loaded (`load`) and return data instead of writing
+files: what a server or a notebook calls many times on one model.
+"""
 
 import dataclasses
 import inspect
+import json
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +17,7 @@ from genlab.checkpoint import RunDir, atomic_write_json
 from genlab.config import from_dict, read_config_file, split_overrides
 from genlab.distributed import pick_device
 from genlab.errors import CheckpointError, ConfigError, RunExistsError
+from genlab.eval.perplexity import sentence_score
 from genlab.registry import get_model_class
 from genlab.tasks import task_for
 
@@ -185,3 +193,112 @@ def _check_options(fn: Any, options: dict[str, Any], model: str) -> None:
     bad = sorted(set(options) - set(params))
     if bad:
         raise ConfigError(f"--{bad[0].replace('_', '-')} does not apply to {model!r} models")
+
+
+# --- describing a run, and working on a loaded model ---
+
+EVAL_REPORT = "eval.json"
+# What `genlab sample`, `genlab generate` and `genlab eval` wrote; a card shows the newest.
+SAMPLE_GRIDS = ("samples.png", "generated.png", "eval_samples.png")
+
+
+def describe(path: str | Path) -> dict[str, Any]:
+    """A run's card without loading its weights: family, what it can do, options, data, the metrics of its last
+    `genlab eval` (None if never evaluated), how it is conditioned, and its latest sample grid if any."""
+    run = RunDir(path)
+    config = run.read_config()
+    try:
+        cls = get_model_class(config["model"])
+    except (ConfigError, KeyError):
+        raise CheckpointError(f"{run.path} holds a model genlab does not know: {config.get('model')!r}") from None
+    model_cfg = config.get("model_config", {})
+    if cls.task_name == "images":
+        artifacts = task_for(cls).load_artifacts(run, config)  # class names, example prompts, image shape
+        conditioning = ("text" if model_cfg.get("text_encoder") else
+                        "class" if model_cfg.get("conditional") else "none")
+        abilities = ["images.generate"] + (["images.edit"] if callable(getattr(cls, "edit", None)) else [])
+    else:
+        artifacts, conditioning, abilities = {}, "text prefix", ["text.generate", "text.score"]
+    grids = sorted((run.file(g) for g in SAMPLE_GRIDS if run.file(g).is_file()), key=lambda f: -f.stat().st_mtime)
+    data = config.get("data", {})
+    return {
+        "family": config["model"],
+        "task": cls.task_name,
+        "about": (cls.__doc__ or "").strip().split("\n")[0],
+        "capabilities": abilities,
+        "conditioning": conditioning,
+        "class_names": artifacts.get("class_names"),
+        "example_prompts": artifacts.get("example_prompts"),
+        "image_size": artifacts.get("image_size"),
+        "options": model_cfg,
+        "data": data.get("data") or data.get("source") or config.get("data_info", {}).get("source"),
+        "data_info": config.get("data_info", {}),
+        "sampling_options": list(getattr(cls, "sampling_option_names", ())),  # a diffusion model's sampler, ...
+        "metrics": _json_or_none(run.file(EVAL_REPORT)),
+        "sample_grid": grids[0].name if grids else None,
+    }
+
+
+def _json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def text_stream(model: Any, prompt: str = "", *, max_new_tokens: int = 200, temperature: float = 1.0,
+                top_k: int | None = None, top_p: float | None = None, seed: int | None = None) -> Iterator[str]:
+    """The continuation of `prompt` by a loaded language model (neural or n-gram), piece by piece; bad options
+    raise ConfigError here, before the first piece."""
+    stream = getattr(task_for(model), "stream", None)
+    if stream is None:
+        raise ConfigError(f"{model.run_config['model']!r} runs make images, not text")
+    return stream(model, model.artifacts, model.run_config, prompt=prompt, max_new_tokens=max_new_tokens,
+                  temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+
+
+def score_text(model: Any, texts: list[str]) -> dict[str, Any]:
+    """Log-probability and perplexity of each text (one sentence or line each, its end predicted) under a loaded
+    language model, and of all of them together."""
+    score = getattr(task_for(model), "score", None)
+    if score is None:
+        raise ConfigError(f"{model.run_config['model']!r} runs make images; only language models score text")
+    sentences = score(model, model.artifacts, model.run_config, list(texts))
+    total = sum(s["logprob"] for s in sentences)
+    tokens = sum(s["tokens"] for s in sentences)
+    overall = sentence_score("", total, tokens)
+    overall.pop("text")
+    return {"sentences": sentences, "total": overall}
+
+
+def image_png(model: Any, *, prompt: str = "", label: str | int | None = None, num_images: int = 8,
+              seed: int | None = None, **sampling: Any) -> bytes:
+    """A PNG grid of `num_images` images from a loaded image model: of `prompt` (text-conditioned runs), of
+    `label` (class-conditional runs, every class in turn without one), or unconditional. `sampling`: a diffusion
+    model's sampler, steps, guidance, eta, spacing (None: the run's)."""
+    task = task_for(model)
+    if not hasattr(task, "generate"):
+        raise ConfigError(f"{model.run_config['model']!r} runs make text, not images")
+    with tempfile.TemporaryDirectory(prefix="genlab-") as tmp:
+        out = Path(tmp) / "grid.png"
+        task.sample(model, model.artifacts, model.run_config, prompt=prompt, label=label, num_samples=num_images,
+                    out_path=out, seed=seed, log=False, **{k: v for k, v in sampling.items() if v is not None})
+        return out.read_bytes()
+
+
+def edit_png(model: Any, image: bytes, mask: bytes | None = None, **options: Any) -> bytes:
+    """`genlab edit` on image bytes (PNG, JPEG, ...) by a loaded diffusion model: a PNG row of the input, the
+    masked input with `mask`, then the edits. `options`: strength, label, num_samples, seed, sampling options."""
+    task = task_for(model)
+    if not hasattr(task, "edit"):
+        raise ConfigError(f"{model.run_config['model']!r} runs make text, not images")
+    with tempfile.TemporaryDirectory(prefix="genlab-") as tmp:
+        files = {"image": Path(tmp) / "image", "mask": Path(tmp) / "mask"}
+        files["image"].write_bytes(image)
+        if mask is not None:
+            files["mask"].write_bytes(mask)
+        out = Path(tmp) / "edit.png"
+        task.edit(model, model.artifacts, model.run_config, tmp, image=files["image"],
+                  mask=files["mask"] if mask is not None else None, out_path=out, log=False,
+                  **{k: v for k, v in options.items() if v is not None})
+        return out.read_bytes()

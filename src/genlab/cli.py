@@ -308,12 +308,34 @@ def models_show(model: Annotated[str, typer.Argument(help="model name")]) -> Non
 
 
 @app.command()
-def export(
-    run: Annotated[Path, typer.Argument(help="run directory of an n-gram model")],
-    out: Annotated[Path | None, typer.Option(help="output file (.gz compresses) [default: RUN/model.arpa]")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="arpa")] = "arpa",
+def serve(
+    runs_dir: Annotated[Path, typer.Argument(help="folder whose run directories (any depth up to 4) are served")],
+    host: Annotated[str, typer.Option(help="address to listen on (beyond loopback: --token-file)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    token_file: Annotated[Path | None, typer.Option(help="file holding a bearer token that /v1 requests must "
+                                                         "send (Authorization: Bearer TOKEN)")] = None,
+    max_models: Annotated[int, typer.Option(help="models kept in memory (least recently used dropped)")] = 4,
+    workers: Annotated[int, typer.Option(help="inferences run at once (the CPU cores are split between them)")] = 2,
+    queue: Annotated[int, typer.Option(help="requests that may wait beyond those; more get 503")] = 64,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")] = "auto",
+    log_level: Annotated[str, typer.Option(help="uvicorn's: info logs every request, warning only problems")] = "info",
 ) -> None:
-    """Write a model in a standard format: n-gram models as ARPA files that KenLM and SRILM read."""
+    """Serve every run under RUNS_DIR: a web page at / and an HTTP API at /v1 (documented at /docs)."""
+    from genlab.server import serve as run_server
+
+    run_server(runs_dir, host, port, token_file, max_models, workers, queue, device, log_level)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    out: Annotated[Path | None, typer.Option(help="output file [default: RUN/model.FORMAT]; arpa: .gz compresses; "
+                                                  "onnx: its sidecar OUT.json is written beside it")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="arpa (n-gram runs) or onnx (neural runs; needs "
+                                                      "pip install 'genlab[onnx]')")] = "arpa",
+) -> None:
+    """Write a model in a standard format: n-gram models as ARPA files that KenLM and SRILM read; neural models as
+    ONNX graphs that onnxruntime runs without genlab, each with a JSON sidecar naming its inputs and outputs."""
     path = api.export(run, fmt, out)
     typer.echo(f"wrote {path}", err=True)
 

@@ -1,7 +1,8 @@
 """`genlab demo` (and `make demo`): the main jobs on built-in data, start to finish in a few minutes:
 a character-level Transformer on US census names, a VAE on 5,000 MNIST digits, a class-conditional diffusion
 model on the same digits, sampled with guidance and used to edit a test digit into another, and last, language
-meeting images: a text-to-image diffusion model on the digits' captions, drawing three prompts."""
+meeting images: a text-to-image diffusion model on the digits' captions, drawing three prompts; then all of them
+served over HTTP for a moment (`genlab serve`), a name streamed and a prompt drawn through the API."""
 
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def run_demo(out: Path, seconds: float = 120.0) -> None:
     mnist_vae(out / "mnist5k-vae", seconds)
     mnist_diffusion(out / "mnist5k-diffusion", seconds)
     mnist_text_to_image(out / "mnist5k-text-to-image", seconds)
+    serving(out)
 
 
 def names_lm(out: Path, seconds: float) -> None:
@@ -139,3 +141,40 @@ def mnist_text_to_image(out: Path, seconds: float) -> None:
     print("(\"here is a 4\" is a held-out prompt: no training caption uses that phrasing or the numeral.)")
     print(f"Try: genlab generate {out} \"a wide upright zero\" \"a 9\" --num-samples 8 --guidance 3; "
           f"genlab eval {out} scores held-out prompts")
+
+
+def serving(out: Path) -> None:
+    """Serve the demo's runs on a free loopback port for a moment: stream names and draw a prompt over HTTP, as
+    any client of `genlab serve` would (plain urllib here)."""
+    import json
+    import time
+    import urllib.request
+
+    try:
+        from genlab.server import running
+        from genlab.server.app import create_app
+    except ImportError as e:
+        print(f"\n(serving skipped: {e.name} is missing; pip install 'genlab[serve]')")
+        return
+    print(f"\nServing the runs above over HTTP (genlab serve {out}) for a moment ...", flush=True)
+
+    def post(url: str, body: dict) -> urllib.request.Request:
+        return urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    with running(create_app(out)) as url:
+        start, first = time.perf_counter(), None
+        body = {"model": "names-transformer", "max_new_tokens": 60, "seed": 1, "stream": True}
+        print("  POST /v1/text/generate (streamed): ", end="", flush=True)
+        with urllib.request.urlopen(post(url + "/v1/text/generate", body)) as response:
+            for line in response:
+                if line.startswith(b"data: ") and b'"text"' in line:
+                    first = first or time.perf_counter() - start
+                    print(json.loads(line[6:])["text"].replace("\n", " "), end="", flush=True)
+        print(f"\n  (first piece after {1000 * first:.0f} ms)" if first else "")
+        grid = out / "served.png"
+        body = {"model": "mnist5k-text-to-image", "prompt": "a thick seven", "num_images": 8, "seed": 0}
+        with urllib.request.urlopen(post(url + "/v1/images/generate", body)) as response:
+            grid.write_bytes(response.read())
+        print(f"  POST /v1/images/generate \"a thick seven\" → {grid.resolve()}")
+    print(f"Try: genlab serve {out}, then open http://127.0.0.1:8000/ (a page to pick a model, type a prompt and "
+          "watch text stream or images appear; the API is documented at /docs)")

@@ -103,6 +103,14 @@ class NeuralTask:
         return summary | {"run_dir": str(run.path), "is_main": dist.is_main, "message": message}
 
     def export(self, model: Any, path: Any, fmt: str) -> None:
+        """Write `model` as `path` in format `fmt`: "onnx" is the graph of the family's
+        `onnx_graph(model, artifacts)`, beside it a sidecar `path`.json (genlab.onnx_export)."""
         from genlab.errors import ConfigError
 
-        raise ConfigError("only n-gram models export to other formats (arpa); neural runs are safetensors already")
+        if fmt != "onnx":
+            raise ConfigError(f"unknown export format {fmt!r} for {model.registry_name!r} runs: neural runs export to "
+                              "onnx (--format onnx), n-gram runs to arpa")
+        from genlab.onnx_export import export_onnx
+
+        export_onnx(self.onnx_graph(model, model.artifacts), path, model.registry_name,
+                    model.run_config["model_config"])

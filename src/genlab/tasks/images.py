@@ -233,6 +233,12 @@ class ImageGenTask(NeuralTask):
                 data_cfg.image_size, data_cfg.channels = artifacts["image_size"], artifacts["channels"]
         return load_images(data_cfg)
 
+    def onnx_graph(self, model: Any, artifacts: dict[str, Any]) -> Any:
+        """What `genlab export --format onnx` writes: the network that makes images (genlab.onnx_export)."""
+        from genlab.onnx_export import image_generator
+
+        return image_generator(model, artifacts)
+
     # --- sampling ---
 
     def sample(self, model: Any, artifacts: dict, config: dict, *, prompt: str = "", label: str | int | None = None,
@@ -251,8 +257,9 @@ class ImageGenTask(NeuralTask):
                 raise ConfigError("this model is conditioned on text: give --prompt, not --label")
             prompts = [prompt] if prompt else list(artifacts.get("example_prompts") or [""])
             per_prompt = max(1, num_samples // len(prompts))
+            square = nrow or (math.ceil(math.sqrt(per_prompt)) if len(prompts) == 1 else None)  # one prompt: a square
             return self.generate(model, artifacts, config, prompts, num_samples=per_prompt, out_path=out_path,
-                                 npz=npz, seed=seed, run_dir=run_dir, log=log, **options)
+                                 npz=npz, seed=seed, run_dir=run_dir, log=log, nrow=square, **options)
         if prompt:
             raise ConfigError(f"--prompt applies to language models and text-to-image models; this image model was "
                               f"trained {describe_conditioning(model)}")
@@ -281,22 +288,25 @@ class ImageGenTask(NeuralTask):
 
     def generate(self, model: Any, artifacts: dict, config: dict, prompts: list[str], *, num_samples: int = 8,
                  out_path: str | Path | None = None, npz: str | Path | None = None, seed: int | None = None,
-                 run_dir: str | Path | None = None, log: Any = True, **options: Any) -> dict[str, Any]:
+                 run_dir: str | Path | None = None, log: Any = True, nrow: int | None = None,
+                 **options: Any) -> dict[str, Any]:
         """`num_samples` images per prompt from a text-conditioned model: a grid PNG with one row per prompt
-        (default RUN/generated.png) and, with `npz`, the raw uint8 images and their prompts."""
+        (or `nrow` images a row; default RUN/generated.png) and, with `npz`, the raw uint8 images and their
+        prompts."""
         if out_path is None:
             if run_dir is None:
                 raise ConfigError("give an output path for the image grid (--out)")
             out_path = Path(run_dir) / "generated.png"
         result = TextToImagePipeline(model)(prompts, num_samples, seed=seed, progress=bool(log), **options)
-        save_image_grid(result.images, Path(out_path), nrow=num_samples)
+        save_image_grid(result.images, Path(out_path), nrow=nrow or num_samples)
         written: dict[str, Any] = {"grid": str(out_path), "num_samples": len(result.images), "prompts": prompts}
         if npz is not None:
             _write_npz(Path(npz), result.images, None, None, result.prompts)
             written["npz"] = str(npz)
         if log:
             also = f" and {npz}" if npz else ""
-            print(f"wrote {len(result.images)} images of {len(prompts)} prompt(s), one row each, to {out_path}{also}",
+            layout = "one row each" if nrow is None else f"{nrow} a row"
+            print(f"wrote {len(result.images)} images of {len(prompts)} prompt(s), {layout}, to {out_path}{also}",
                   file=_stream(log))
         return written | {"images": result.images}
 

@@ -6,10 +6,12 @@ for BPE, tokenizer.json. Tokens are strings: whitespace words (as KenLM), charac
 """
 
 import json
+import math
 import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,6 +21,8 @@ from genlab.config import from_dict, option, to_dict
 from genlab.data.text import TextSourceConfig, evaluation_text, load_corpus
 from genlab.data.tokenizers import BPETokenizer, tokenizer_from_dict, train_tokenizer
 from genlab.errors import CheckpointError, ConfigError
+from genlab.eval.perplexity import sentence_score
+from genlab.generation import check_sampling
 
 SPACE = "\u2581"  # stands for " " in character n-grams
 
@@ -123,14 +127,33 @@ class NgramTask:
         """Continue `prompt` (as the start of a sentence) until </s>, streaming tokens to `out`."""
         if top_p is not None or beam or label is not None:
             raise ConfigError("n-gram sampling takes --prompt, --temperature, --top-k, --seed and --max-new-tokens")
-        words: list[str] = []
         out.write(prompt)
-        for word in model.generate(tokens.split(prompt), max_new_tokens, temperature, top_k, seed):
-            words.append(word)
-            piece = tokens.join([word])
-            out.write(piece if tokens.kind != "word" or (not prompt and len(words) == 1) else " " + piece)
+        text = ""
+        for piece in self.stream(model, tokens, config, prompt=prompt, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_k=top_k, seed=seed):
+            out.write(piece)
             out.flush()
-        return tokens.join(words)
+            text += piece
+        return text.lstrip(" ") if tokens.kind == "word" else text
+
+    def stream(self, model: Any, tokens: TokenStrings, config: dict, *, prompt: str = "", max_new_tokens: int = 200,
+               temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+               seed: int | None = None) -> Iterator[str]:
+        """The continuation of `prompt` as text pieces, one per token, until </s> (what a server streams);
+        options are checked now, before the first piece."""
+        if top_p is not None:
+            raise ConfigError("n-gram sampling takes temperature and top_k, not top_p")
+        check_sampling(temperature, top_k, top_p, max_new_tokens)
+        words = model.generate(tokens.split(prompt), max_new_tokens, temperature, top_k, seed)
+        return (tokens.join([w]) if tokens.kind != "word" or (i == 0 and not prompt) else " " + tokens.join([w])
+                for i, w in enumerate(words))
+
+    def score(self, model: Any, tokens: TokenStrings, config: dict, texts: list[str]) -> list[dict]:
+        """Probability of each text as one sentence, as kenlm.Model.score(text, bos=True, eos=True)."""
+        sentences = [tokens.split(t) for t in texts]
+        log10 = model.score_sentences(sentences) if sentences else []
+        return [sentence_score(t, float(lp) * math.log(10), len(s) + 1)
+                for t, s, lp in zip(texts, sentences, log10, strict=True)]
 
     def evaluate(self, model: Any, tokens: TokenStrings, config: dict, data: str | None = None,
                  split: str = "test") -> dict[str, Any]:

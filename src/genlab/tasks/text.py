@@ -2,7 +2,7 @@
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 import torch
@@ -13,8 +13,8 @@ from genlab.data.text import TextDataConfig, TokenBatches, evaluation_text, load
 from genlab.data.tokenizers import Tokenizer, start_ids, tokenizer_from_dict, train_tokenizer
 from genlab.distributed import DistInfo
 from genlab.errors import CheckpointError, ConfigError
-from genlab.eval.perplexity import TokenSplit, stream_nll
-from genlab.generation import beam_search, generate
+from genlab.eval.perplexity import TokenSplit, sentence_score, stream_nll
+from genlab.generation import beam_search, check_sampling, generate
 from genlab.tasks import NeuralTask, Prepared
 from genlab.trainer import TrainConfig
 
@@ -66,6 +66,12 @@ class TextLMTask(NeuralTask):
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{path} is corrupt: {e}") from None
 
+    def onnx_graph(self, model: torch.nn.Module, tokenizer: Tokenizer) -> Any:
+        """What `genlab export --format onnx` writes: one decoding step with its state (genlab.onnx_export)."""
+        from genlab.onnx_export import language_model_step
+
+        return language_model_step(model, tokenizer)
+
     # --- sampling ---
 
     def sample(self, model: torch.nn.Module, tokenizer: Tokenizer, config: dict, *, prompt: str = "",
@@ -84,6 +90,30 @@ class TextLMTask(NeuralTask):
             return text
         return stream_decode(generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed),
                              tokenizer, out, prefix=prompt)
+
+    def stream(self, model: torch.nn.Module, tokenizer: Tokenizer, config: dict, *, prompt: str = "",
+               max_new_tokens: int = 200, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, seed: int | None = None) -> Iterator[str]:
+        """The continuation of `prompt` as text pieces, one per decodable token (what a server streams);
+        options are checked now, before the first piece."""
+        check_sampling(temperature, top_k, top_p, max_new_tokens)
+        ids = start_ids(tokenizer) + tokenizer.encode(prompt)
+        return decoded_pieces(generate(model, ids, max_new_tokens, temperature, top_k, top_p, seed), tokenizer)
+
+    @torch.no_grad()
+    def score(self, model: torch.nn.Module, tokenizer: Tokenizer, config: dict, texts: list[str]) -> list[dict]:
+        """Natural-log probability of each text as a line: its tokens and the line break that ends it, given the
+        line break before it (as an n-gram model scores a sentence with </s>)."""
+        model.eval()
+        device = next(model.parameters()).device
+        end = start_ids(tokenizer)
+        scores = []
+        for text in texts:
+            ids = torch.tensor([end + tokenizer.encode(text) + end], device=device)
+            logits = torch.cat([chunk for chunk in _logits_in_windows(model, ids[:, :-1])], dim=1)
+            logp = torch.log_softmax(logits.float(), dim=-1)[0].gather(1, ids[0, 1:, None]).sum()
+            scores.append(sentence_score(text, float(logp), ids.size(1) - 1))
+        return scores
 
     # --- evaluation ---
 
@@ -108,12 +138,9 @@ class TextLMTask(NeuralTask):
         }
 
 
-def stream_decode(ids: Any, tokenizer: Tokenizer, out: TextIO, prefix: str = "",
-                  stop: Callable[[str], bool] | None = None) -> str:
-    """Write the text of `ids` to `out` as it grows (decoding the whole sequence so that multi-byte
-    BPE pieces print only once complete); stop early when `stop(text)` is true."""
-    out.write(prefix)
-    out.flush()
+def decoded_pieces(ids: Iterable[int], tokenizer: Tokenizer) -> Iterator[str]:
+    """The text of `ids` as it grows, one piece per token (decoding the whole sequence so that multi-byte BPE
+    pieces come out only once complete)."""
     seq: list[int] = []
     shown = ""
     for token in ids:
@@ -121,12 +148,32 @@ def stream_decode(ids: Any, tokenizer: Tokenizer, out: TextIO, prefix: str = "",
         text = tokenizer.decode(seq)
         if text.endswith("\ufffd") and tokenizer.kind == "bpe":
             continue  # an incomplete UTF-8 sequence: wait for its next byte
-        out.write(text[len(shown):])
+        piece, shown = text[len(shown):], text
+        yield piece
+
+
+def stream_decode(ids: Iterable[int], tokenizer: Tokenizer, out: TextIO, prefix: str = "",
+                  stop: Callable[[str], bool] | None = None) -> str:
+    """Write the text of `ids` to `out` as it grows; stop early when `stop(text)` is true. Returns the text."""
+    out.write(prefix)
+    out.flush()
+    shown = ""
+    for piece in decoded_pieces(ids, tokenizer):
+        out.write(piece)
         out.flush()
-        shown = text
+        shown += piece
         if stop is not None and stop(shown):
             break
     return shown
+
+
+def _logits_in_windows(model: torch.nn.Module, ids: torch.Tensor) -> Iterator[torch.Tensor]:
+    """Logits of every position of `ids` (1, T), fed a context window at a time with the state carried."""
+    window = getattr(model.config, "context_length", 0) or ids.size(1)
+    state = None
+    for start in range(0, ids.size(1), window):
+        logits, state = model(ids[:, start:start + window], state)
+        yield logits
 
 
 TEXT_LM = TextLMTask()

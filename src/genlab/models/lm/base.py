@@ -3,7 +3,7 @@
 A language model is an `nn.Module` with `forward(tokens, state=None) -> (logits, state)`:
 tokens (B, T) int64, logits (B, T, V), state a tuple of batch-first tensors (or None) that lets the
 next call continue the same streams. Recurrent models carry hidden states; the Transformer carries its
-recent tokens (a sliding window).
+recent tokens (a sliding window) and their attention keys and values (a cache it can rebuild from them).
 """
 
 import math
@@ -27,6 +27,10 @@ class LanguageModel(Trainable, nn.Module):
     def shapes_from_data(cls, vocab_size: int, seq_len: int) -> dict[str, int]:
         """Config fields that the data decides (never typed twice)."""
         return {"vocab_size": vocab_size}
+
+    def without_cache(self, state: State) -> State:
+        """`state` less what the model could recompute from the rest of it (recurrent hidden states are kept)."""
+        return state
 
     def train_step(self, batch: dict, ctx: StepContext) -> dict[str, float]:
         state = None

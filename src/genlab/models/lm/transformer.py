@@ -6,8 +6,21 @@ embeddings); Karpathy's nanoGPT, whose layout this file follows.
     tokens (B, T) -> token + position embeddings (B, T, C) -> n_layer × [x + attn(ln(x)); x + mlp(ln(x))]
                   -> ln -> head (B, T, V)
 
-The state passed between calls is the recent tokens (B, ≤ context_length − 1): generation and evaluation
-run past the context by sliding this window.
+State (what `forward` takes and returns to continue the same B streams), with W ≤ context_length − 1:
+
+    (window, k_0, v_0, ..., k_{L-1}, v_{L-1})    L = n_layer, hs = n_embd // n_head
+    window  (B, W) int64             the last W tokens seen; generation and evaluation run past the context by
+                                     sliding it
+    k_i, v_i  (B, n_head, W', hs)    block i's attention keys and values of the window tokens, at positions
+                                     0..W'-1 (the key-value cache)
+
+The cache is valid when W' == W. A call with n new tokens then computes only those, at positions W..W+n−1,
+attending to the cache and causally to each other, provided W + n ≤ context_length. Otherwise the window is
+recomputed from its tokens: once it slides, every token's learned absolute position changes and so does every
+cached key and value. So once the stream is longer than the context, each step costs a full window, exactly as
+without a cache and with the same outputs. A returned state whose window slid has W' = 0 (marked stale); a
+state with the window only, or with keys and values of another length, is recomputed too. Every state tensor
+is batch-first, so beam search can reorder streams with `s[idx]`.
 """
 
 import math
@@ -51,12 +64,22 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, T, C) at positions P..P+T-1 after `past` keys and values (B, nh, P, hs) -> (y, keys and values
+        (B, nh, P+T, hs))."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        P = k.size(2) - T
+        # Query i sits at position P + i. SDPA's is_causal aligns its mask top-left, right only when P == 0; a
+        # single new query (a decoding step) sees every key and needs no mask.
+        mask = None if P == 0 or T == 1 else torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(P)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=P == 0,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C))), (k, v)
 
 
 class MLP(nn.Module):
@@ -78,9 +101,11 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        a, kv = self.attn(self.ln1(x), past)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), kv
 
 
 @register("transformer", task="text")
@@ -115,19 +140,40 @@ class TransformerLM(LanguageModel):
 
         Only the first context_length tokens are seen (positions beyond have no embedding), so T is cut to it.
         """
-        x = tokens[:, : self.config.context_length]
-        pos = torch.arange(x.size(1), device=x.device)
-        h = self.drop(self.tok_emb(x) + self.pos_emb(pos))
-        for block in self.blocks:
-            h = block(h)
-        return self.ln_f(h)
+        return self._run(tokens[:, : self.config.context_length])[0]
+
+    def _run(self, tokens: torch.Tensor, cache: tuple[torch.Tensor, ...] = ()
+             ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Final LayerNorm output (B, T, n_embd) of tokens at positions P..P+T-1 after the cached keys and values
+        (k_0, v_0, ...) of P earlier tokens (none: P = 0), and every block's keys and values of all P+T."""
+        P = cache[0].size(2) if cache else 0
+        pos = torch.arange(P, P + tokens.size(1), device=tokens.device)
+        h = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))
+        kv: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            h, (k, v) = block(h, (cache[2 * i], cache[2 * i + 1]) if cache else None)
+            kv += [k, v]
+        return self.ln_f(h), kv
+
+    def without_cache(self, state: State) -> State:
+        """The window only: the next call recomputes its keys and values."""
+        return None if state is None else state[:1]
 
     def forward(self, tokens: torch.Tensor, state: State = None) -> tuple[torch.Tensor, State]:
         ctx, n_new = self.config.context_length, tokens.size(1)
         if n_new > ctx:
             raise ValueError(f"at most {ctx} tokens per call (context length), got {n_new}")
-        x = tokens
-        if state is not None and n_new < ctx:
-            x = torch.cat([state[0][:, -(ctx - n_new):], tokens], dim=1)
-        logits = self.head(self.hidden_states(x)[:, -n_new:])
-        return logits, (x[:, -(ctx - 1):] if ctx > 1 else x[:, :0],)
+        window = tokens[:, :0] if state is None else state[0]
+        W = window.size(1)
+        cache = state[1:] if state is not None and len(state) == 1 + 2 * self.config.n_layer else ()
+        if cache and cache[0].size(2) == W and W + n_new <= ctx:
+            h, kv = self._run(tokens, cache)  # only the new tokens, at positions W..W+n_new-1
+        else:
+            # Recompute the most recent ≤ ctx tokens from position 0 (the keys of a slid window are stale).
+            h, kv = self._run(torch.cat([window[:, max(W - (ctx - n_new), 0):], tokens], dim=1))
+        logits = self.head(h[:, -n_new:])
+        seen = torch.cat([window, tokens], dim=1)
+        window = seen[:, -(ctx - 1):] if ctx > 1 else seen[:, :0]
+        if kv[0].size(2) != window.size(1):  # the window slid: its positions changed, so mark the cache stale
+            kv = [t[:, :, :0] for t in kv]
+        return logits, (window, *kv)

@@ -262,11 +262,11 @@ class NgramLM:
             if temperature == 0:
                 choice = int(np.argmax(lp))
             else:
-                logits = lp * math.log(10.0) / temperature
+                # Shifted so the largest is 0 before dividing: a tiny temperature tends to greedy, never nan.
+                logits = (lp - lp.max()) * math.log(10.0) / temperature
                 if top_k is not None and top_k < len(logits):
                     cut = np.partition(logits, -top_k)[-top_k]
                     logits = np.where(logits >= cut, logits, -np.inf)
-                logits = logits - logits.max()
                 p = np.exp(logits)
                 choice = int(rng.choice(len(p), p=p / p.sum()))
             word = int(candidates[choice])
