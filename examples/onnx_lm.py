@@ -4,8 +4,10 @@ for BPE runs, tokenizers.
     genlab export runs/names --format onnx     # writes runs/names/model.onnx and its sidecar model.onnx.json
     python examples/onnx_lm.py runs/names/model.onnx --prompt ma --num-samples 5 --temperature 0.8 --seed 0
 
-The sidecar says what the graph takes and returns. A recurrent model (rnn, lstm, gru) gets its state tensors with
-each call and returns them updated; a Transformer's state is its token window, kept here.
+The sidecar says what the graph takes and returns. Each call gets the state tensors and returns them updated: a
+recurrent model's (rnn, lstm, gru) hidden states, a Transformer's key-value cache. A Transformer's last tokens are
+kept here too: once a stream outgrows the context, each step recomputes them from position 0 (the sidecar's
+`cache`), as genlab does.
 """
 
 import argparse
@@ -65,24 +67,33 @@ class OnnxLanguageModel:
         self.per_call = self.meta["inputs"][0]["shape"][1]  # tokens per call: "tokens" (any number) or a count
 
     def initial_state(self, batch: int) -> dict[str, np.ndarray]:
-        if self.context is not None:
-            return {"window": np.zeros((batch, 0), np.int64)}
+        """A new stream's state: zero hidden states, or a Transformer's empty window and the keys and values of no
+        tokens (past length 0)."""
         shapes = {s["name"]: s["shape"][1:] for s in self.meta["inputs"]}
-        return {s["input"]: np.zeros((batch, *shapes[s["input"]]), np.float32) for s in self.meta["state"]}
+        state = {s["input"]: np.zeros((batch, *[0 if d == "past" else d for d in shapes[s["input"]]]), np.float32)
+                 for s in self.meta["state"]}
+        if self.context is not None:
+            state["window"] = np.zeros((batch, 0), np.int64)
+        return state
 
     def feed(self, state: dict[str, np.ndarray], tokens: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Logits (B, V) after the last of `tokens` (B, T), and the state after all of them."""
-        if self.context is None:
-            # An Elman RNN's graph takes one token per call; LSTM and GRU take any number.
-            for chunk in [tokens] if self.per_call == "tokens" else np.split(tokens, tokens.shape[1], axis=1):
-                out = dict(zip(self.outputs, self.session.run(None, {"tokens": chunk, **state}), strict=True))
-                state = {s["input"]: out[s["output"]] for s in self.meta["state"]}
-            return out["logits"][:, -1], state
-        window = np.concatenate([state["window"], tokens], axis=1)[:, -self.context:]
-        n = window.shape[1]
-        padded = np.pad(window, ((0, 0), (0, self.context - n)))  # later positions do not change earlier logits
-        logits = self.session.run(["logits"], {"tokens": padded})[0]
-        return logits[:, n - 1], {"window": window}
+        state = dict(state)
+        window = state.pop("window", None)
+        if window is not None:  # a Transformer: its keys and values are those of the window's tokens
+            past = window.shape[1]
+            window = np.concatenate([window, tokens], axis=1)[:, -self.context:]
+            if past + tokens.shape[1] > self.context:
+                # Past the context the window slides and every token's (learned) position changes: recompute the
+                # window from position 0.
+                tokens, state = window, {k: v[:, :, :0] for k, v in state.items()}
+        # An Elman RNN's graph takes one token per call; the others take any number.
+        for chunk in [tokens] if self.per_call == "tokens" else np.split(tokens, tokens.shape[1], axis=1):
+            out = dict(zip(self.outputs, self.session.run(None, {"tokens": chunk, **state}), strict=True))
+            state = {s["input"]: out[s["output"]] for s in self.meta["state"]}
+        if window is not None:
+            state["window"] = window
+        return out["logits"][:, -1], state
 
 
 def sample(lm: OnnxLanguageModel, prompt_ids: list[int], num_samples: int, max_new_tokens: int,

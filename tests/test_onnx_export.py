@@ -1,7 +1,8 @@
 """ONNX export (`genlab export RUN --format onnx`, genlab.onnx_export): every exported kind runs in onnxruntime as in
-PyTorch, on batches of other sizes than the traced one; a language model decodes step by step through ONNX, its
-state fed back, as genlab does; the CLI writes the graph and its sidecar atomically and fails in one line; the
-examples/ scripts run an export without genlab."""
+PyTorch, on batches of other sizes than the traced one (the Transformer's cache step on pasts of other lengths); a
+language model decodes step by step through ONNX, its state fed back, as genlab does (the Transformer restarting its
+window past the context, as its sidecar says); the CLI writes the graph and its sidecar atomically and fails in one
+line; the examples/ scripts run an export without genlab."""
 
 import importlib.util
 import io
@@ -22,9 +23,12 @@ import onnxruntime as ort  # noqa: E402
 
 import genlab  # noqa: E402
 from genlab.cli import main  # noqa: E402
+from genlab.errors import ConfigError  # noqa: E402
+from genlab.generation import generate  # noqa: E402
 from genlab.models.gan.adversarial import GAN, GANConfig  # noqa: E402
+from genlab.models.lm.transformer import TransformerConfig, TransformerLM  # noqa: E402
 from genlab.models.vae.vae import VAE, VAEConfig  # noqa: E402
-from genlab.onnx_export import export_onnx, sidecar_path  # noqa: E402
+from genlab.onnx_export import export_onnx, sidecar_path, transformer_step  # noqa: E402
 from genlab.tasks.images import IMAGE_GEN  # noqa: E402
 from genlab.text_encoders import pool  # noqa: E402
 from tests.helpers import TINY_TEXT, tiny_options  # noqa: E402
@@ -34,7 +38,8 @@ from tests.test_text_to_image import CAPTIONS, randomize, scratch_spec  # noqa: 
 from tests.test_vae import SHAPES, make_tiny_npz  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-LMS = ["rnn", "lstm", "gru", "transformer"]
+RECURRENT = ["rnn", "lstm", "gru"]
+LMS = [*RECURRENT, "transformer"]
 TOL = 1e-4
 PROMPTS = CAPTIONS + [""]  # five prompts of different lengths (padding), the empty one among them
 ARTIFACTS = {"channels": 1, "image_size": 16, "num_classes": 4, "class_names": SHAPES}
@@ -89,7 +94,7 @@ def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def lm_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[tuple[Path, Path]]]]:
     """Each LM trained on a tiny corpus and exported by `genlab export RUN --format onnx` in this process, with the
-    renames the export made."""
+    renames the export made. The Transformer has two blocks, so two key-value caches to keep apart."""
     root = tmp_path_factory.mktemp("lm")
     corpus = root / "tiny.txt"
     corpus.write_text(TINY_TEXT)
@@ -97,7 +102,7 @@ def lm_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, l
     for name in LMS:
         out = root / name
         genlab.train(name, out, tiny_options(name, data=str(corpus), max_steps=100, lr=1e-2, valid_fraction=0.0,
-                                             test_fraction=0.0))
+                                             test_fraction=0.0, **({"n_layer": 2} if name == "transformer" else {})))
         runs[name] = (out, export_with_cli(out, "--format", "onnx"))
     return runs
 
@@ -124,21 +129,75 @@ def test_cli_writes_graph_and_sidecar_atomically(lm_runs: dict, name: str) -> No
     assert all(axis in meta["axes"] for s in meta["inputs"] for axis in s["shape"] if isinstance(axis, str))
 
 
-@pytest.mark.parametrize("name", LMS)
+@pytest.mark.parametrize("name", RECURRENT)
 def test_lm_step_equals_pytorch_on_other_batch_sizes(lm_runs: dict, name: str) -> None:
     run, _ = lm_runs[name]
     model = genlab.load(run, device="cpu")
     meta = json.loads((run / "model.onnx.json").read_text())
     shapes = {s["name"]: s["shape"] for s in meta["inputs"]}
     for batch in (1, 5):
-        sizes = {"batch": batch, "tokens": 4}  # the Transformer's window has a fixed length, the context's
+        sizes = {"batch": batch, "tokens": 4}
         feed = {"tokens": torch.randint(0, model.config.vocab_size, [sizes.get(d, d) for d in shapes["tokens"]])}
         feed |= {s["input"]: torch.randn([sizes.get(d, d) for d in shapes[s["input"]]]) for s in meta["state"]}
         with torch.no_grad():
-            logits, state = model(feed["tokens"], tuple(feed[s["input"]] for s in meta["state"]) or None)
-        want = [logits, *state] if meta["state"] else [logits]  # the next state too, where the graph has one
-        for got, w in zip(run_onnx(run / "model.onnx", **feed), want, strict=True):
-            close(got, w)
+            logits, state = model(feed["tokens"], tuple(feed[s["input"]] for s in meta["state"]))
+        for got, want in zip(run_onnx(run / "model.onnx", **feed), [logits, *state], strict=True):
+            close(got, want)
+
+
+def test_transformer_cache_step_equals_pytorch(lm_runs: dict) -> None:
+    """New tokens after random keys and values of 0, some or context − 1 earlier tokens, on other batch sizes and
+    lengths than the traced ones: the logits and every block's keys and values of all tokens are PyTorch's. Past
+    length 0 is the full-window computation (genlab's step without a cache)."""
+    run, _ = lm_runs["transformer"]
+    model = genlab.load(run, device="cpu")
+    c = model.config
+    meta = json.loads((run / "model.onnx.json").read_text())
+    assert [s["input"] for s in meta["state"]] == ["past_key_0", "past_value_0", "past_key_1", "past_value_1"]
+    for batch, past, new in [(1, 0, c.context_length), (5, 0, 3), (4, 7, 5), (3, c.context_length - 1, 1)]:
+        tokens = torch.randint(0, c.vocab_size, (batch, new))
+        pasts = {s["input"]: torch.randn(batch, c.n_head, past, c.n_embd // c.n_head) for s in meta["state"]}
+        with torch.no_grad():
+            h, presents = model._run(tokens, tuple(pasts.values()))
+            logits = model.head(h)
+            if past == 0:
+                close(logits.numpy(), model(tokens)[0])
+        got = run_onnx(run / "model.onnx", tokens=tokens, **pasts)
+        assert got[1].shape == (batch, c.n_head, past + new, c.n_embd // c.n_head)
+        for g, want in zip(got, [logits, *presents], strict=True):
+            close(g, want)
+
+
+@pytest.mark.parametrize("long_prompt", [False, True])
+def test_transformer_greedy_decode_through_onnx_equals_genlab(lm_runs: dict, long_prompt: bool) -> None:
+    """The sidecar's cache protocol, followed with onnxruntime alone, decodes greedily as genlab's `generate`, token
+    for token, for three contexts' worth of tokens: steps with the cache while the stream fits the context, then a
+    window recomputed from position 0 at each step; a prompt longer than the context restarts at once."""
+    run, _ = lm_runs["transformer"]
+    model = genlab.load(run, device="cpu")
+    meta = json.loads((run / "model.onnx.json").read_text())
+    ctx = meta["context_length"]
+    gen = torch.Generator().manual_seed(0)
+    prompt = [meta["start_id"], *torch.randint(0, meta["vocab_size"], (ctx + 3 if long_prompt else 4,),
+                                               generator=gen).tolist()]
+    want = list(generate(model, prompt, 3 * ctx, temperature=0))
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+    shapes = {s["name"]: s["shape"] for s in meta["inputs"]}
+    empty = {s["input"]: np.zeros([{"batch": 1, "past": 0}.get(d, d) for d in shapes[s["input"]]], np.float32)
+             for s in meta["state"]}
+    seen, new, pasts, got, restarts = list(prompt), list(prompt), empty, [], []
+    while len(got) < len(want):
+        restarts.append(pasts["past_key_0"].shape[2] + len(new) > ctx)
+        if restarts[-1]:
+            new, pasts = seen[-ctx:], empty
+        out = dict(zip(outputs, session.run(None, {"tokens": np.array([new]), **pasts}), strict=True))
+        pasts = {s["input"]: out[s["output"]] for s in meta["state"]}
+        new = [int(out["logits"][0, -1].argmax())]
+        seen, got = seen + new, got + new
+    assert got == want
+    # The prompt and then one step per token up to the context's last position ran with the cache; the rest restarted.
+    assert restarts.count(False) == max(ctx - len(prompt) + 1, 0) and restarts[-1]
 
 
 @pytest.mark.parametrize("name", LMS)
@@ -307,6 +366,12 @@ def test_errors_are_one_line(lm_runs: dict, tmp_path: Path, monkeypatch: pytest.
     code, _, err = cli(["export", run, "--format", "onnx", "--out", tmp_path / "x.onnx"], monkeypatch, capsys)
     assert_one_line_error(code, err, "pip install 'genlab[onnx]'")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_transformer_context_too_short_for_the_check() -> None:
+    model = TransformerLM(TransformerConfig(vocab_size=5, context_length=5, n_layer=1, n_head=1, n_embd=4))
+    with pytest.raises(ConfigError, match="at least 6 tokens; this run's is 5"):
+        transformer_step(model, None)
 
 
 def test_failed_check_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ import dataclasses
 import inspect
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,10 @@ def saved_configs(cls: type, run: RunDir, overrides: dict[str, Any]) -> dict[str
 
 
 def train(model: str, out: str | Path, overrides: dict[str, Any] | None = None, config_file: Path | None = None,
-          overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
-    """Train `model` into run directory `out`; returns a summary (steps, best validation loss, seconds)."""
+          overwrite: bool = False, resume: bool = False,
+          on_validation: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Train `model` into run directory `out`; returns a summary (steps, best validation loss, seconds).
+    `on_validation(step, loss)`: called after each periodic validation (neural models), e.g. a tuner's pruner."""
     overrides = dict(overrides or {})
     cls = get_model_class(model)
     run = RunDir(out)
@@ -77,7 +79,7 @@ def train(model: str, out: str | Path, overrides: dict[str, Any] | None = None, 
             raise RunExistsError(f"run directory {run.path} already exists; pass --overwrite to replace it "
                                  "or --resume to continue it")
         cfg = resolve_configs(model, overrides, config_file)
-    return task_for(cls).train(model, cls, cfg, run, overwrite, resume)
+    return task_for(cls).train(model, cls, cfg, run, overwrite, resume, on_validation)
 
 
 def load(path: str | Path, device: str = "auto") -> Any:
@@ -146,7 +148,8 @@ def generate(path: str | Path, prompt: str | list[str], num_images: int = 8, *, 
 def evaluate(path: str | Path, data: str | None = None, split: str = "test", write: bool = True,
              **options: Any) -> dict[str, Any]:
     """Held-out metrics of a trained model; also written to RUN/eval.json (and RUN/eval.md when the task
-    has a `write_report` hook). `options` are the family's (num_samples, iwae_samples for image models)."""
+    has a `write_report` hook). `options` are the family's (num_samples, iwae_samples for image models).
+    `genlab eval` also writes the run's HTML report (genlab.reports)."""
     model = load(path)
     task = task_for(model)
     _check_options(task.evaluate, options, model.run_config["model"])

@@ -195,12 +195,17 @@ def evaluate(
     eta: EtaOpt = None,
     spacing: SpacingOpt = None,
 ) -> None:
-    """Held-out metrics of a trained model, as a table and in RUN/eval.json (image models: also RUN/eval.md)."""
+    """Held-out metrics of a trained model, as a table and in RUN/eval.json, with RUN/report.html (image models:
+    also RUN/eval.md)."""
     given = {"num_samples": num_samples, "iwae_samples": iwae_samples, "likelihood_images": likelihood_images,
              "likelihood_timesteps": likelihood_timesteps, "images_per_prompt": images_per_prompt}
     extra = {k: v for k, v in given.items() if v is not None}
     extra |= diffusion_options(sampler, steps, guidance, eta, spacing)
     report = api.evaluate(run, data=data, split=split, **extra)
+    if run.is_dir():
+        from genlab.reports import write_report  # the HTML report beside eval.json (matplotlib only here)
+
+        write_report([run])
     typer.echo(json.dumps(report, indent=2) if as_json else format_table(report))
 
 
@@ -307,6 +312,44 @@ def models_show(model: Annotated[str, typer.Argument(help="model name")]) -> Non
             typer.echo(f"  --{name.replace('_', '-'):<18} {default:<10} {help_text}")
 
 
+@app.command(context_settings=EXTRA)
+def tune(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name (see `genlab models list`)")],
+    study: Annotated[Path, typer.Option(help="study folder: its SQLite file, the trial runs, the best config and "
+                                             "the report")],
+    trials: Annotated[int, typer.Option(help="finished trials the study should reach (with those of earlier "
+                                             "runs of the same study)")] = 20,
+    timeout: Annotated[float | None, typer.Option(help="stop starting trials after this many seconds")] = None,
+    jobs: Annotated[int, typer.Option(help="trials in parallel, as processes sharing the study")] = 1,
+    storage: Annotated[str | None, typer.Option(help="a database URL Optuna accepts (e.g. postgresql://...) "
+                                                     "instead of STUDY/study.db: several machines, one study")] = None,
+    space: Annotated[Path | None, typer.Option(help="YAML search space: option: {low, high[, log][, int]} | "
+                                                    "[choices] | null, over the declared ranges")] = None,
+    sampler: Annotated[str, typer.Option(help="tpe or random")] = "tpe",
+    pruner: Annotated[str, typer.Option(help="median (stop trials whose validation loss trails the median) "
+                                             "or none")] = "median",
+    sampler_seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
+    study_name: Annotated[str, typer.Option(help="name of the study in its storage")] = "genlab",
+    worker: Annotated[int, typer.Option(hidden=True)] = 0,
+) -> None:
+    """Search MODEL's hyper-parameters by experiment (Optuna). Any other `--option value` applies to every trial:
+    `--data names --max-steps 600 --eval-interval 100`. Run the same command again to continue the study."""
+    from genlab.tune import TuneOptions
+    from genlab.tune import tune as run_tune
+
+    opts = TuneOptions(trials=trials, timeout=timeout, jobs=jobs, storage=storage, space_file=space,
+                       sampler=sampler, pruner=pruner, sampler_seed=sampler_seed, study_name=study_name)
+    try:
+        summary = run_tune(model, study, parse_options(ctx.args), opts, worker)
+    except KeyboardInterrupt:
+        typer.echo(f"genlab: interrupted; the running trial is marked failed. Continue with the same command "
+                   f"(the study is in {study})", err=True)
+        raise typer.Exit(130) from None
+    if summary:
+        typer.echo(summary["message"], err=True)
+
+
 @app.command()
 def serve(
     runs_dir: Annotated[Path, typer.Argument(help="folder whose run directories (any depth up to 4) are served")],
@@ -324,6 +367,20 @@ def serve(
     from genlab.server import serve as run_server
 
     run_server(runs_dir, host, port, token_file, max_models, workers, queue, device, log_level)
+
+
+@app.command()
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="a run directory, several of them (a comparison), or a study "
+                                                     "folder made by `genlab tune`")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file [default: report.html in the run "
+                                                                 "or study folder; ./report.html comparing]")] = None,
+) -> None:
+    """A self-contained HTML report (pictures inline; opens offline): a run's config, data, curves, last
+    evaluation and samples; several runs side by side; or a study's best trial, trials and Optuna's plots."""
+    from genlab.reports import write_report
+
+    typer.echo(f"wrote {write_report(paths, out)}", err=True)
 
 
 @app.command()

@@ -17,11 +17,37 @@ from genlab.errors import ConfigError
 T = TypeVar("T")
 
 
-def option(default: Any, help: str) -> Any:
-    """A dataclass field with a one-line help text, shown by `genlab models show NAME`."""
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """A search range of `genlab tune`: numbers from low to high (integers when `integer`), on a log scale when
+    `log` (for rates and scales that matter by their order of magnitude)."""
+
+    low: float
+    high: float
+    log: bool = False
+    integer: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "int" if self.integer else "float", "low": self.low, "high": self.high, "log": self.log}
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """A search range of `genlab tune`: one of a few values."""
+
+    choices: tuple
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": "categorical", "choices": list(self.choices)}
+
+
+def option(default: Any, help: str, search: Range | Choice | None = None) -> Any:
+    """A dataclass field with a one-line help text, shown by `genlab models show NAME`, and the range that
+    `genlab tune` searches by default (None: not searched unless a search-space file names it)."""
+    metadata = {"help": help, "search": search}
     if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _base_type(tp: Any) -> tuple[Any, bool]:

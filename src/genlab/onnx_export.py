@@ -3,7 +3,9 @@ sidecar (`MODEL.onnx.json`) that says what goes in, what comes out and how to us
 
     rnn, lstm, gru  one decoding step:  tokens (B, T), h [, c] (B, layers, hidden) -> logits (B, T, V), next_h
                                         [, next_c]  (rnn: T = 1)
-    transformer     a full window:      tokens (B, context) -> logits (B, context, V); the caller keeps the window
+    transformer     one cached step:    tokens (B, T), past keys and values (B, heads, P, hs) per block -> logits
+                                        (B, T, V), present keys and values (B, heads, P+T, hs); the caller keeps
+                                        the last tokens to restart the window past the context
     vae             the decoder:        z (B, Z) [, condition] -> images (B, C, H, W) in [0, 1]
     gan             the generator:      z (B, Z) [, condition] -> images (B, C, H, W) in [-1, 1]  (EMA weights)
     diffusion       one U-Net step:     x_t (B, C, H, W), t (B,) [, condition] -> the prediction (ε, v or x₀)
@@ -16,9 +18,9 @@ prompt's condition (the null condition of classifier-free guidance).
 
 The graph comes from `torch.onnx.export(dynamo=True)`: torch.export traces the network and onnxscript translates
 it (PyTorch's maintained exporter; the TorchScript one is deprecated). The axes the sidecar names (batch, tokens,
-text_tokens) are dynamic. Every export is checked before it is written: onnxruntime runs it on random inputs whose
-dynamic axes differ from the traced ones; the largest difference from PyTorch's outputs goes in the sidecar, and
-over MAX_DIFF the export is refused (an exporter bug, not a rounding error).
+past, text_tokens) are dynamic. Every export is checked before it is written: onnxruntime runs it on random inputs
+whose dynamic axes differ from the traced ones; the largest difference from PyTorch's outputs goes in the sidecar,
+and over MAX_DIFF the export is refused (an exporter bug, not a rounding error).
 """
 
 import contextlib
@@ -200,16 +202,20 @@ class LanguageModelStep(nn.Module):
         return (logits, *state)
 
 
-class TransformerWindow(nn.Module):
-    """tokens (B, context_length) at positions 0..context_length-1 -> logits (B, context_length, V): the
-    Transformer over one full window, without its key-value cache."""
+class TransformerCacheStep(nn.Module):
+    """forward(tokens, k_0, v_0, ..., k_{L-1}, v_{L-1}) -> (logits, k_0, v_0, ...): the Transformer's new tokens at
+    positions P..P+T-1 after every block's cached keys and values (B, n_head, P, hs) of P earlier tokens (P = 0: none,
+    the window from its start), and the keys and values of all P+T."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model.head(self.model.hidden_states(inputs[0]))
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # The model's cached step itself, without the window bookkeeping of its forward: the caller keeps the
+        # tokens and decides when the window restarts (the sidecar's `cache`).
+        h, kv = self.model._run(inputs[0], inputs[1:])
+        return (self.model.head(h), *kv)
 
 
 def language_model_step(model: nn.Module, tokenizer: Any) -> OnnxGraph:
@@ -241,37 +247,51 @@ def recurrent_step(model: nn.Module, tokenizer: Any) -> OnnxGraph:
 
 
 def transformer_step(model: nn.Module, tokenizer: Any) -> OnnxGraph:
-    """transformer: a full-window step. The state is the token window, kept by the caller; the window's length is
-    fixed at the context length (right-padded): causal attention makes position i's logits depend on tokens 0..i
-    only, and a window of fixed length traces without the cache's shape-dependent masks."""
-    ctx = model.config.context_length
-    info = {"description": f"the Transformer language model over a window of {ctx} tokens (its context): the "
-                           "last tokens of each stream, right-padded, in; the next-token logits after each "
-                           "position out",
-            "step": "full_window",
+    """transformer: one step with the key-value cache. The state is every block's keys and values, whose length (the
+    `past` axis) grows with each call until the window restarts; the caller keeps the last tokens for that."""
+    c = model.config
+    ctx, hs = c.context_length, c.n_embd // c.n_head
+    if ctx < 2 * CHECK_SIZE:  # the check feeds CHECK_SIZE new tokens after CHECK_SIZE past ones
+        raise ConfigError(f"a Transformer exports to ONNX with a context of at least {2 * CHECK_SIZE} tokens; this "
+                          f"run's is {ctx} (--seq-len)")
+    pairs = [(f"{kind}_{i}", f"block {i}'s attention {kind}s") for i in range(c.n_layer) for kind in ("key", "value")]
+    state = [TensorSpec(f"past_{n}", ("batch", c.n_head, "past", hs), "float32",
+                        f"{what} of the tokens before the new ones") for n, what in pairs]
+    nxt = [TensorSpec(f"present_{n}", ("batch", c.n_head, "past + tokens", hs), "float32",
+                      f"{what} of those tokens and the new ones") for n, what in pairs]
+    info = {"description": f"one decoding step of the Transformer language model (context {ctx} tokens) with its "
+                           "key-value cache: the new tokens of each stream and every block's keys and values of "
+                           "the tokens before them in; logits and the keys and values of all the tokens out",
             "context_length": ctx,
-            "state": [],
-            "window": f"no state tensors: keep each stream's last n <= {ctx} tokens, pad them on the right to {ctx} "
-                      "with any id (0), and read the logits at position n - 1: they predict the next token (padding "
-                      "after a position does not change its logits). genlab computes the same, with a key-value "
-                      "cache while a stream fits the context"}
-    return _lm_graph(model, tokenizer, TransformerWindow(model), [], [], info, length=ctx)
+            "state": [{"input": f"past_{n}", "output": f"present_{n}", "initial": "empty (past length 0)"}
+                      for n, _ in pairs],
+            "cache": f"the new tokens sit at positions past..past + tokens - 1, which must stay below {ctx}. Start "
+                     "each stream with past length 0 (every past_* of shape (batch, n_head, 0, head_size)) and feed "
+                     "the start token and the prompt. Then feed each new token with the present_* outputs as the "
+                     f"past_* inputs while past + tokens <= {ctx}. When that would exceed the context, recompute: "
+                     f"past length 0 and the stream's last <= {ctx} tokens, the new ones included (positions are "
+                     "learned and absolute, so once the window slides every key and value changes). The next "
+                     "token's logits are the last position's. genlab does exactly this, so the outputs are the same"}
+    return _lm_graph(model, tokenizer, TransformerCacheStep(model), state, nxt, info,
+                     axes={"past": f"tokens before the new ones whose keys and values are given (0 at the start); "
+                                   f"past + tokens <= {ctx}"})
 
 
 LM_STEPS = {"rnn": recurrent_step, "lstm": recurrent_step, "gru": recurrent_step, "transformer": transformer_step}
 
 
 def _lm_graph(model: nn.Module, tokenizer: Any, module: nn.Module, state: list[TensorSpec],
-              next_state: list[TensorSpec], info: dict[str, Any], length: int | str = "tokens") -> OnnxGraph:
+              next_state: list[TensorSpec], info: dict[str, Any], length: int | str = "tokens",
+              axes: dict[str, str] | None = None) -> OnnxGraph:
     """A step graph: tokens and the state in, logits and the next state out (the state's pairs in `info`);
-    `length`: the tokens per call, fixed or a dynamic axis."""
+    `length`: the tokens per call, fixed or a dynamic axis; `axes`: the state's dynamic axes."""
     from genlab.data.tokenizers import start_ids
 
     v = model.config.vocab_size
     tokens = TensorSpec("tokens", ("batch", length), "int64", "token ids of each stream", high=v)
     logits = TensorSpec("logits", ("batch", length, v), "float32",
                         "next-token logits after each token (softmax gives probabilities)")
-    axes = {"batch": "independent streams (any number)"}
+    axes = {"batch": "independent streams (any number)", **(axes or {})}
     if isinstance(length, str):
         axes[length] = "tokens fed in this call (any number)"
     return OnnxGraph(module, [tokens, *state], [logits, *next_state], axes, {

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from genlab.checkpoint import CHECKPOINT, WEIGHTS, RunDir, load_neural, load_tensors, save_tensors
-from genlab.config import option
+from genlab.config import Range, option
 from genlab.distributed import DistInfo, all_reduce_max, all_reduce_mean
 from genlab.errors import CheckpointError, ConfigError, TrainingError
 
@@ -41,10 +41,11 @@ class TrainConfig:
     max_steps: int = option(2000, "optimizer updates to run")
     max_seconds: float | None = option(None, "also stop after this many seconds of training; the schedule follows time")
     batch_size: int = option(32, "global batch size, divided among torchrun processes")
-    lr: float = option(3e-3, "peak learning rate (AdamW)")
+    lr: float = option(3e-3, "peak learning rate (AdamW)", Range(1e-4, 1e-2, log=True))
     min_lr_ratio: float = option(0.1, "final learning rate as a fraction of the peak (cosine decay)")
     warmup_steps: int = option(100, "linear learning-rate warm-up steps")
-    weight_decay: float = option(0.01, "AdamW weight decay on matrices (not on biases, norms, embeddings)")
+    weight_decay: float = option(0.01, "AdamW weight decay on matrices (not on biases, norms, embeddings)",
+                                 Range(1e-3, 0.3, log=True))
     beta1: float = option(0.9, "AdamW beta1")
     beta2: float = option(0.99, "AdamW beta2")
     grad_clip: float = option(1.0, "clip the global gradient norm to this; 0 disables")
@@ -208,8 +209,12 @@ class Trainer:
         cfg: TrainConfig,
         dist: DistInfo,
         run: RunDir | None = None,
+        on_validation: Callable[[int, float], None] | None = None,
     ):
+        """`on_validation(step, loss)` is called after each periodic validation (main process): what `genlab tune`
+        feeds its pruner; it may raise to stop training (a pruned trial)."""
         self.model = model.to(dist.device)
+        self.on_validation = on_validation
         self.train_batch = train_batch
         self.val_data = val_data
         self.cfg = cfg
@@ -321,6 +326,8 @@ class Trainer:
                 self.best_val = val
                 self.save_best()
         self.save_checkpoint()
+        if self.on_validation is not None and self.dist.is_main and self.val_data is not None:
+            self.on_validation(self.step, val)
 
     # --- the loop ---
 

@@ -3,6 +3,8 @@
 Shared by every image generator (VAEs, GANs, ...); it knows nothing of models:
 
     plot_curves(records, path)                  metrics.jsonl records -> PNG of the loss curves (Agg backend)
+    curves_png(records) -> bytes                the same PNG in memory (genlab.reports inlines it in HTML)
+    comparison_png({label: records}) -> bytes   validation and train loss of several runs, one line per run
     metrics_table(report) -> str                a flat report dict as a markdown table (nested dicts as rows)
     write_report(run_dir, report, figures)      eval.md beside eval.json, with the figures and the curves
 
@@ -29,39 +31,80 @@ def curve_keys(records: list[dict[str, Any]]) -> list[str]:
     return list(keys)
 
 
-def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "training curves") -> Path | None:
-    """Loss curves of train and val records into a PNG at `path`; None when there is nothing to plot."""
-    keys = curve_keys(records)
-    series = {}
-    for split in ("train", "val"):
-        for k in keys:
-            pts = [(r["step"], r[k]) for r in records
-                   if r.get("split") == split and isinstance(r.get(k), (int, float)) and math.isfinite(r[k])]
-            if pts:
-                series[f"{split} {k}"] = pts
-    if not series:
-        return None
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend: files only, no display needed."""
     import matplotlib
 
-    matplotlib.use("Agg")  # no display: files only
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    for name, pts in series.items():
+    return plt
+
+
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    pyplot().close(fig)
+    return buf.getvalue()
+
+
+def series(records: list[dict[str, Any]], split: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) of `key` in the records of `split`, finite values only."""
+    return [(r["step"], r[key]) for r in records
+            if r.get("split") == split and isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+
+
+def curves_png(records: list[dict[str, Any]], title: str = "training curves") -> bytes | None:
+    """Loss curves of train and val records as PNG bytes; None when there is nothing to plot."""
+    keys = curve_keys(records)
+    lines = {f"{split} {k}": pts for split in ("train", "val") for k in keys if (pts := series(records, split, k))}
+    if not lines:
+        return None
+    fig, ax = pyplot().subplots(figsize=(7, 4), dpi=100)
+    for name, pts in lines.items():
         steps, values = zip(*pts, strict=True)
-        ax.plot(steps, values, label=name, marker="o" if name.startswith("val") else None, markersize=3,
-                linewidth=1.2)
+        ax.plot(steps, values, label=name, marker="o" if name.startswith("val") or len(pts) == 1 else None,
+                markersize=3, linewidth=1.2)  # a lone point shows only as a marker
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return figure_png(fig)
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, title: str = "training curves") -> Path | None:
+    """Loss curves of train and val records into a PNG at `path`; None when there is nothing to plot."""
+    png = curves_png(records, title)
+    if png is None:
+        return None
+    atomic_write_bytes(Path(path), png)
     return Path(path)
+
+
+def comparison_png(runs: dict[str, list[dict[str, Any]]], key: str = "loss") -> bytes | None:
+    """`key` of several runs against the step, validation left and train right, one line per run (the same
+    colour in both panels); None when no run logged it."""
+    panels = [(split, {label: pts for label, records in runs.items() if (pts := series(records, split, key))})
+              for split in ("val", "train")]
+    panels = [(split, lines) for split, lines in panels if lines]
+    if not panels:
+        return None
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(6 * len(panels), 4), dpi=100, squeeze=False)
+    colours = {label: f"C{i % 10}" for i, label in enumerate(runs)}
+    for ax, (split, lines) in zip(axes[0], panels, strict=True):
+        for label, pts in lines.items():
+            steps, values = zip(*pts, strict=True)
+            ax.plot(steps, values, label=label, color=colours[label], linewidth=1.2,
+                    marker="o" if split == "val" or len(pts) == 1 else None, markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.set_title(f"{'validation' if split == 'val' else 'train'} {key}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return figure_png(fig)
 
 
 def _fmt(v: Any) -> str:

@@ -61,7 +61,7 @@ class NeuralTask:
         raise NotImplementedError
 
     def train(self, name: str, model_cls: type, cfg: dict[str, Any], run: RunDir, overwrite: bool,
-              resume: bool) -> dict[str, Any]:
+              resume: bool, on_validation: Callable[[int, float], None] | None = None) -> dict[str, Any]:
         train_cfg: TrainConfig = cfg["train"]
         dist = setup(train_cfg.device)
         finished = False
@@ -74,7 +74,7 @@ class NeuralTask:
             if not resume and callable(getattr(model, "load_pretrained", None)):
                 model.load_pretrained()  # e.g. a language model's weights as its frozen text encoder
             torch.manual_seed(train_cfg.seed + dist.rank)  # each process its own dropout noise
-            trainer = Trainer(model, prepared.train_batch, prepared.val_data, train_cfg, dist, run)
+            trainer = Trainer(model, prepared.train_batch, prepared.val_data, train_cfg, dist, run, on_validation)
             if resume:
                 trainer.load_checkpoint(run)
                 if dist.is_main:
@@ -101,6 +101,15 @@ class NeuralTask:
         if summary["interrupted"]:
             message += f"\nresume with: genlab train {name} --out {run.path} --resume"
         return summary | {"run_dir": str(run.path), "is_main": dist.is_main, "message": message}
+
+    # --- what `genlab tune` minimises ---
+
+    def tune_objective_name(self, model_name: str) -> str:
+        return "best validation loss (the trainer's periodic validation)"
+
+    def tune_objective(self, run: RunDir, summary: dict[str, Any]) -> float:
+        """The value of a finished trial: its best validation loss."""
+        return summary["best_val"]
 
     def export(self, model: Any, path: Any, fmt: str) -> None:
         """Write `model` as `path` in format `fmt`: "onnx" is the graph of the family's

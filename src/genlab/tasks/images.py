@@ -59,15 +59,18 @@ from genlab.data.images import (
     save_image_grid,
     to_model_range,
 )
-from genlab.distributed import DistInfo
+from genlab.distributed import DistInfo, pick_device
 from genlab.errors import CheckpointError, ConfigError, DataError
+from genlab.models.gan.adversarial import pooled_frechet_distance
 from genlab.pipelines.images import generate_uint8, sampling_options
 from genlab.pipelines.text_to_image import TextToImagePipeline, describe_conditioning
+from genlab.registry import get_model_class
 from genlab.tasks import NeuralTask, Prepared
 from genlab.text_encoders import text_encoder_spec
 from genlab.trainer import TrainConfig
 
 ARTIFACTS = "images.json"
+TUNE_SAMPLES = 500  # samples a diffusion trial of `genlab tune` is scored by
 EVAL_BATCH = 256
 
 
@@ -238,6 +241,32 @@ class ImageGenTask(NeuralTask):
         from genlab.onnx_export import image_generator
 
         return image_generator(model, artifacts)
+
+    # --- what `genlab tune` minimises ---
+
+    def tune_objective_name(self, model_name: str) -> str:
+        if getattr(get_model_class(model_name), "tune_by_sample_fd", False):
+            return f"FD of {TUNE_SAMPLES} samples against validation images (8 × 8 pooled pixels)"
+        return super().tune_objective_name(model_name)
+
+    def tune_objective(self, run: RunDir, summary: dict[str, Any]) -> float:
+        """The trainer's best validation loss (a VAE's negative ELBO, a GAN's pooled FD), or for models whose
+        validation loss does not measure samples (diffusion) the pooled FD of samples from the best weights."""
+        config = run.read_config()
+        cls = get_model_class(config["model"])
+        if not getattr(cls, "tune_by_sample_fd", False):
+            return super().tune_objective(run, summary)
+        model = cls.from_run(run, config, pick_device("auto"))
+        artifacts = self.load_artifacts(run, config)
+        ds = self.dataset(config)
+        n = min(TUNE_SAMPLES, len(ds.splits["valid"]))
+        if n < 2:
+            raise DataError("tuning a diffusion model scores samples against the validation split: give it some "
+                            "images (--valid-fraction)")
+        labels = ds.labels["valid"][:n] if model.conditional else None
+        prompts = [caps[0] for caps in ds.captions["valid"][:n]] if artifacts.get("text_encoder") else None
+        fake = generate_uint8(model, n, labels, seed=0, prompts=prompts)
+        return pooled_frechet_distance(ds.splits["valid"][:n].float() / 255, fake.float() / 255)
 
     # --- sampling ---
 

@@ -75,7 +75,7 @@ class NgramTask:
         return {"model": cls.Config, "data": NgramDataConfig}
 
     def train(self, name: str, cls: type, cfg: dict[str, Any], run: RunDir, overwrite: bool,
-              resume: bool) -> dict[str, Any]:
+              resume: bool, on_validation: Any = None) -> dict[str, Any]:
         """Count and smooth in one pass, save, and report n-grams per order, time and peak memory."""
         if resume:
             raise ConfigError("n-gram models are estimated in one pass; there is nothing to resume")
@@ -106,6 +106,17 @@ class NgramTask:
                    f"run directory: {run.path}")
         return {"run_dir": str(run.path), "is_main": True, "counts": counts, "seconds": seconds,
                 "peak_memory_mb": peak_mb, "message": message}
+
+    def tune_objective_name(self, model_name: str) -> str:
+        return "perplexity on the validation split"
+
+    def tune_objective(self, run: RunDir, summary: dict[str, Any]) -> float:
+        """A finished trial's value for `genlab tune`: its perplexity on the validation split."""
+        from genlab.registry import get_model_class
+
+        config = run.read_config()
+        model = get_model_class(config["model"]).from_run(run, config)
+        return self.evaluate(model, self.load_artifacts(run, config), config, split="valid")["perplexity"]
 
     def load_artifacts(self, run: RunDir | None, config: dict[str, Any]) -> TokenStrings:
         data = config.get("data", {})

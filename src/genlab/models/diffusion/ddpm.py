@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from genlab.config import option
+from genlab.config import Choice, Range, option
 from genlab.data.images import class_ids
 from genlab.errors import ConfigError
 from genlab.models.diffusion.unet import UNet, check_unet_shape
@@ -63,13 +63,13 @@ class DiffusionConfig(TextConditioningConfig):
     channels: int = field(default=1, metadata={"derived": True})  # from the images
     image_size: int = field(default=28, metadata={"derived": True})  # from the images (square)
     num_classes: int = field(default=0, metadata={"derived": True})  # from the labels (0: unlabelled)
-    base_channels: int = option(32, "U-Net: channels of the first level")
+    base_channels: int = option(32, "U-Net: channels of the first level", Choice((16, 32, 48)))
     channel_mult: tuple[int, ...] = option((1, 2, 2), "U-Net: width of each level as a multiple of base_channels; "
                                                       "each level after the first halves the resolution")
     num_res_blocks: int = option(1, "U-Net: residual blocks per level (the decoder has one more)")
     attention_levels: int = option(1, "U-Net: self-attention in the lowest this many levels (and the middle)")
     attention_heads: int = option(4, "U-Net: heads of each self-attention layer")
-    dropout: float = option(0.1, "U-Net: dropout in the residual blocks")
+    dropout: float = option(0.1, "U-Net: dropout in the residual blocks", Range(0.0, 0.3))
     cond_dim: int = option(64, "size of the conditioning vector (class or pooled text embedding) and of the "
                                "projected prompt tokens")
     cross_attention: bool = option(True, "text models: U-Net features attend to the prompt's tokens (false: the "
@@ -185,6 +185,8 @@ class Diffusion(Trainable, nn.Module):
     pixel_range = "symmetric"
     item_name = "images"
     sampling_option_names = ("sampler", "steps", "guidance", "eta", "spacing")
+    # The validation loss (denoising error) does not measure samples: `genlab tune` scores trials by their FD.
+    tune_by_sample_fd = True
     # A small U-Net learns fastest with a higher lr than Ho et al.'s 2e-4; validation is a full U-Net pass per
     # image, so it uses a few batches.
     train_defaults = {"lr": 1e-3, "batch_size": 64, "warmup_steps": 200, "weight_decay": 0.0,

@@ -78,7 +78,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from genlab.checkpoint import atomic_write_bytes
-from genlab.config import option
+from genlab.config import Choice, option
 from genlab.data.images import class_ids
 from genlab.errors import ConfigError, TrainingError
 from genlab.nn.conditioning import TextConditioner, TextConditioningConfig, as_prompts, load_pretrained_text
@@ -94,9 +94,11 @@ class GANConfig(TextConditioningConfig):
     num_classes: int = field(default=0, metadata={"derived": True})  # from the labels (0: unlabelled)
     arch: str = option("dcgan", "mlp (Goodfellow et al. 2014) or dcgan (Radford et al. 2016)")
     loss: str = option("nonsat", "minimax, nonsat, hinge, lsgan or wgan-gp")
-    latent_dim: int = option(64, "size of the noise vector z")
-    g_width: int = option(64, "G: hidden units (mlp) or channels of the last upsampling layer (dcgan)")
-    d_width: int = option(64, "D: hidden units (mlp) or channels of the first downsampling layer (dcgan)")
+    latent_dim: int = option(64, "size of the noise vector z", Choice((32, 64, 128)))
+    g_width: int = option(64, "G: hidden units (mlp) or channels of the last upsampling layer (dcgan)",
+                         Choice((32, 64, 128)))
+    d_width: int = option(64, "D: hidden units (mlp) or channels of the first downsampling layer (dcgan)",
+                         Choice((32, 64, 128)))
     mlp_layers: int = option(2, "hidden layers of the mlp G and D (dcgan's depth follows the image size)")
     conditional: bool = option(False, "class-conditional G (label embedding) and projection D; needs labels")
     spectral_norm: bool = option(False, "spectral normalisation of every D layer (Miyato et al. 2018)")

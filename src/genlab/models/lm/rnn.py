@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from genlab.config import option
+from genlab.config import Choice, Range, option
 from genlab.errors import ConfigError
 from genlab.models.lm.base import LanguageModel, State
 from genlab.registry import register
@@ -21,10 +21,11 @@ from genlab.registry import register
 @dataclass
 class RecurrentConfig:
     vocab_size: int = field(default=0, metadata={"derived": True})  # from the tokenizer
-    n_embd: int = option(256, "embedding width")
-    n_hidden: int = option(256, "hidden units per layer")
-    n_layer: int = option(2, "stacked recurrent layers")
-    dropout: float = option(0.0, "dropout on embeddings, between layers and before the head (Zaremba et al.)")
+    n_embd: int = option(256, "embedding width", Choice((64, 128, 256)))
+    n_hidden: int = option(256, "hidden units per layer", Choice((128, 256, 512)))
+    n_layer: int = option(2, "stacked recurrent layers", Range(1, 3, integer=True))
+    dropout: float = option(0.0, "dropout on embeddings, between layers and before the head (Zaremba et al.)",
+                             Range(0.0, 0.5))
     tie_weights: bool = option(False, "share the embedding and output matrices (needs n_embd == n_hidden)")
 
     def validate(self) -> None:

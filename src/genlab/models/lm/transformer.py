@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config import option
+from genlab.config import Choice, Range, option
 from genlab.errors import ConfigError
 from genlab.models.lm.base import LanguageModel, State
 from genlab.nn.init import gpt2_init
@@ -41,10 +41,11 @@ from genlab.registry import register
 class TransformerConfig:
     vocab_size: int = field(default=0, metadata={"derived": True})  # from the tokenizer
     context_length: int = field(default=0, metadata={"derived": True})  # from --seq-len
-    n_layer: int = option(4, "Transformer blocks")
-    n_head: int = option(4, "attention heads per block")
-    n_embd: int = option(128, "model width (must divide by n_head)")
-    dropout: float = option(0.0, "dropout on attention weights, residual branches and embeddings")
+    n_layer: int = option(4, "Transformer blocks", Range(1, 6, integer=True))
+    n_head: int = option(4, "attention heads per block", Choice((2, 4)))
+    n_embd: int = option(128, "model width (must divide by n_head)", Choice((64, 128, 192, 256)))
+    dropout: float = option(0.0, "dropout on attention weights, residual branches and embeddings",
+                             Range(0.0, 0.3))
     bias: bool = option(True, "biases in linear layers and LayerNorms")
 
     def validate(self) -> None:
@@ -64,22 +65,26 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x (B, T, C) at positions P..P+T-1 after `past` keys and values (B, nh, P, hs) -> (y, keys and values
-        (B, nh, P+T, hs))."""
+        (B, nh, P+T, hs)). With a past, `mask` (T, P+T) is added to the attention scores (`causal_mask`); without,
+        the attention is causal."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        P = k.size(2) - T
-        # Query i sits at position P + i. SDPA's is_causal aligns its mask top-left, right only when P == 0; a
-        # single new query (a decoding step) sees every key and needs no mask.
-        mask = None if P == 0 or T == 1 else torch.ones(T, P + T, dtype=torch.bool, device=x.device).tril(P)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=P == 0,
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=past is None,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C))), (k, v)
+
+
+def causal_mask(past: int, new: int, like: torch.Tensor) -> torch.Tensor:
+    """(new, past+new), added to the attention scores: 0 where query i, at position past + i, sees key j ≤ past + i,
+    -inf after. SDPA's is_causal aligns its mask top-left, which is this one only without a past. Additive rather
+    than bool: SDPA would turn a bool mask into this in every block, a cost a one-token step notices."""
+    return torch.full((new, past + new), float("-inf"), dtype=like.dtype, device=like.device).triu(past + 1)
 
 
 class MLP(nn.Module):
@@ -101,9 +106,9 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        a, kv = self.attn(self.ln1(x), past)
+    def forward(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        a, kv = self.attn(self.ln1(x), past, mask)
         x = x + a
         return x + self.mlp(self.ln2(x)), kv
 
@@ -146,12 +151,15 @@ class TransformerLM(LanguageModel):
              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final LayerNorm output (B, T, n_embd) of tokens at positions P..P+T-1 after the cached keys and values
         (k_0, v_0, ...) of P earlier tokens (none: P = 0), and every block's keys and values of all P+T."""
-        P = cache[0].size(2) if cache else 0
-        pos = torch.arange(P, P + tokens.size(1), device=tokens.device)
+        P, T = (cache[0].size(2) if cache else 0), tokens.size(1)
+        pos = torch.arange(P, P + T, device=tokens.device)
         h = self.drop(self.tok_emb(tokens) + self.pos_emb(pos))
+        # The mask follows whether there is a cache, not the shapes, so one traced graph (the ONNX export) serves
+        # every length, 0 included; built once for all blocks.
+        mask = causal_mask(P, T, h) if cache else None
         kv: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
-            h, (k, v) = block(h, (cache[2 * i], cache[2 * i + 1]) if cache else None)
+            h, (k, v) = block(h, (cache[2 * i], cache[2 * i + 1]) if cache else None, mask)
             kv += [k, v]
         return self.ln_f(h), kv
 

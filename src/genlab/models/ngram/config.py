@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from genlab.config import option
+from genlab.config import Choice, Range, option
 from genlab.errors import ConfigError
 
 SMOOTHINGS = ("mle", "add-k", "laplace", "witten-bell", "kn", "mkn", "stupid-backoff")
@@ -10,8 +10,10 @@ SMOOTHINGS = ("mle", "add-k", "laplace", "witten-bell", "kn", "mkn", "stupid-bac
 
 @dataclass
 class NgramConfig:
-    order: int = option(3, "n-gram order N (1 = unigram); contexts are the N-1 previous words")
-    smoothing: str = option("mkn", "mle, add-k, laplace, witten-bell, kn, mkn (KenLM lmplz), stupid-backoff")
+    order: int = option(3, "n-gram order N (1 = unigram); contexts are the N-1 previous words",
+                        Range(2, 6, integer=True))
+    smoothing: str = option("mkn", "mle, add-k, laplace, witten-bell, kn, mkn (KenLM lmplz), stupid-backoff",
+                            Choice(("witten-bell", "kn", "mkn")))
     k: float = option(0.5, "pseudo-count added to every n-gram for add-k (Lidstone); laplace is k=1")
     alpha: float = option(0.4, "stupid backoff: score multiplier per back-off step (Brants et al. 2007)")
     chunk_tokens: int = option(4_000_000, "count the corpus in chunks of about this many tokens, then merge")

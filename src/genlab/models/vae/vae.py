@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genlab.config import option
+from genlab.config import Choice, Range, option
 from genlab.errors import ConfigError
 from genlab.nn.conditioning import TextConditioner, TextConditioningConfig, as_prompts, load_pretrained_text
 from genlab.registry import register
@@ -51,9 +51,10 @@ class VAEConfig(TextConditioningConfig):
     resolution: int = field(default=0, metadata={"derived": True})  # square images: height = width
     n_classes: int = field(default=0, metadata={"derived": True})  # 0 when unlabelled
     arch: str = option("mlp", "mlp (fully connected) or conv (two stride-2 convolutions: size a multiple of 4)")
-    latent_dim: int = option(32, "size of the latent z")
-    hidden: int = option(512, "mlp: units per hidden layer; conv: width of the fully connected layer")
-    n_layer: int = option(2, "mlp: hidden layers in the encoder and in the decoder")
+    latent_dim: int = option(32, "size of the latent z", Choice((8, 16, 32, 64)))
+    hidden: int = option(512, "mlp: units per hidden layer; conv: width of the fully connected layer",
+                        Choice((256, 512, 1024)))
+    n_layer: int = option(2, "mlp: hidden layers in the encoder and in the decoder", Range(1, 3, integer=True))
     conv_channels: int = option(32, "conv: channels of the first convolution (doubled in the second)")
     likelihood: str = option("bernoulli", "decoder p(x|z): bernoulli (pixel = probability of 1) or gaussian")
     binarize: str | None = option(None, "dynamic (fresh binary pixels each batch; test binarised once, "

@@ -1,0 +1,89 @@
+"""Hyper-parameter search side by side: the default config, random search, and TPE with median pruning.
+
+    .venv/bin/python benchmarks/tune.py [--budget 600] [--trial-seconds 60] [--only shakespeare vae]
+
+Each arm gets the same wall-clock budget for its trials, and every trial (the default config's one included)
+the same training time, `--trial-seconds`: configs compete at equal training budget, and the searches differ
+only in what they try and in stopping bad trials early (TPE's pruner; random search runs every trial to the
+end). Tiny Shakespeare (character Transformer; needs ../shared/data) and a VAE on the built-in mnist5k.
+Prints a table and writes benchmarks/results/tune.json; each study's report is written beside its runs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import genlab
+from genlab.checkpoint import atomic_write_json
+from genlab.tune import TuneOptions, tune
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results" / "tune.json"
+
+# name -> (model, options fixed for every trial, per-trial time as a fraction of --trial-seconds, data file)
+TASKS = {
+    "shakespeare": ("transformer", {"data": str(SHARED / "tinyshakespeare" / "input.txt"), "tokenizer": "char",
+                                    "split": "block", "valid_fraction": 0.1, "test_fraction": 0.0, "seq_len": 64,
+                                    "batch_size": 32, "eval_interval": 100, "eval_batches": 20},
+                    1.0, SHARED / "tinyshakespeare" / "input.txt"),
+    "vae": ("vae", {"data": "mnist5k", "batch_size": 128, "eval_interval": 200, "eval_batches": 10}, 0.5, None),
+}
+ARMS = {"default": None, "random": TuneOptions(sampler="random", pruner="none"),
+        "tpe+pruning": TuneOptions(sampler="tpe", pruner="median")}
+
+
+def run_arm(task: str, arm: str, budget: float, trial_seconds: float, workdir: Path) -> dict:
+    model, fixed, fraction, _ = TASKS[task]
+    fixed = fixed | {"max_seconds": trial_seconds * fraction, "max_steps": 10**9, "seed": 1337}
+    start = time.perf_counter()
+    if ARMS[arm] is None:
+        summary = genlab.train(model, workdir / task / "default", fixed, overwrite=True)
+        return {"task": task, "arm": arm, "best_val": summary["best_val"], "trials": 1, "complete": 1, "pruned": 0,
+                "failed": 0, "seconds": round(time.perf_counter() - start, 1)}
+    opts = TuneOptions(**{**vars(ARMS[arm]), "trials": 10**6, "timeout": budget, "sampler_seed": 0})
+    study = workdir / task / arm
+    summary = tune(model, study, fixed, opts)
+    counts = summary["trials"]
+    return {"task": task, "arm": arm, "best_val": summary.get("best_value"), "trials": sum(counts.values()),
+            "complete": counts.get("complete", 0), "pruned": counts.get("pruned", 0),
+            "failed": counts.get("fail", 0), "best_params": summary.get("best_params"),
+            "seconds": round(time.perf_counter() - start, 1), "report": summary.get("report")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", type=float, default=600, help="seconds of trials per search arm")
+    parser.add_argument("--trial-seconds", type=float, default=60, help="training seconds of each trial")
+    parser.add_argument("--only", nargs="*", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-tune")
+    args = parser.parse_args()
+    # Rows of other tasks from earlier runs are kept, so each task can be rerun alone.
+    earlier = json.loads(RESULTS.read_text())["rows"] if RESULTS.is_file() else []
+    rows: list[dict] = []
+    for task in args.only:
+        data_file = TASKS[task][3]
+        if data_file is not None and not data_file.is_file():
+            print(f"skipping {task}: {data_file} is absent (../shared is optional)")
+            continue
+        for arm in ARMS:
+            print(f"== {task}: {arm} ==", flush=True)
+            row = run_arm(task, arm, args.budget, args.trial_seconds, args.workdir)
+            row["command"] = f"benchmarks/tune.py --budget {args.budget:g} --trial-seconds {args.trial_seconds:g}"
+            rows.append(row)
+            kept = [r for r in earlier if (r["task"], r["arm"]) not in {(n["task"], n["arm"]) for n in rows}]
+            atomic_write_json(RESULTS, {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                                        "rows": kept + rows})
+    print("\n| task | arm | best validation loss | trials (complete / pruned / failed) | seconds |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['arm']} | {r['best_val']:.4f} | {r['trials']} ({r['complete']} / {r['pruned']} / "
+              f"{r['failed']}) | {r['seconds']:.0f} |")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
