@@ -164,11 +164,12 @@ def test_two_workers_share_one_study_and_ctrl_c_marks_the_trial(corpus: Path, tm
     trials = load_study(folder).trials
     assert len(trials) >= 4 and (folder / "worker-1.log").is_file()
     assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)  # no two trials share a run directory
-    # Ctrl-C in the middle of a long trial: it is marked, the command says how to continue, which works
+    # Ctrl-C in the middle of a long trial (never pruned): it is marked, the command says how to continue, which
+    # works
     long = [f"--{k.replace('_', '-')}={v}" for k, v in gpt_options(corpus, max_steps=100_000).items()]
     proc = subprocess.Popen([sys.executable, "-m", "genlab", "tune", "transformer", "--study", str(folder),
-                             "--trials", str(len(trials) + 1), *long], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **QUIET})
+                             "--trials", str(len(trials) + 1), "--pruner", "none", *long],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **QUIET})
     deadline, new_run = time.monotonic() + 120, folder / "trials" / f"trial-{len(trials):04d}"
     while not (new_run / "checkpoint.safetensors").is_file():  # the new trial is training
         assert time.monotonic() < deadline and proc.poll() is None
