@@ -28,12 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from genlab.checkpoint import CHECKPOINT, WEIGHTS, RunDir, load_neural, load_tensors, save_tensors
 from genlab.config import Range, option
 from genlab.distributed import DistInfo, all_reduce_max, all_reduce_mean
 from genlab.errors import CheckpointError, ConfigError, TrainingError
+from genlab.progress import progress_bar
 
 
 @dataclass
@@ -347,7 +347,7 @@ class Trainer:
         self._t0 = time.perf_counter()
         self.model.train()
         # Under a time budget the step count is not known in advance: the bar counts steps without a total.
-        bar = tqdm(total=cfg.max_steps if cfg.max_seconds is None else None, initial=self.step,
+        bar = progress_bar(total=cfg.max_steps if cfg.max_seconds is None else None, initial=self.step,
                    disable=not self.dist.is_main,
                    dynamic_ncols=True, mininterval=0.5, unit="step")
         item_name = getattr(self.model, "item_name", "samples")

@@ -139,11 +139,11 @@ def fit_classifier(net: nn.Module, batches: ImageBatches, steps: int, lr: float 
                    desc: str | None = None) -> None:
     """Train `net` (images → logits) by cross-entropy on `batches` for `steps` steps: AdamW, cosine decay from
     `lr`; left in eval mode. `desc`: a progress bar with this title (none without it)."""
-    from tqdm import tqdm
+    from genlab.progress import progress_bar
 
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     net.train()
-    for step in tqdm(range(steps), desc=desc, unit="step", leave=False, disable=desc is None):
+    for step in progress_bar(range(steps), desc=desc, unit="step", leave=False, disable=desc is None):
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         batch = batches(step)

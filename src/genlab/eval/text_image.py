@@ -35,7 +35,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from genlab.checkpoint import load_tensors, save_tensors
 from genlab.data.captions import (
@@ -51,6 +50,7 @@ from genlab.data.captions import (
 from genlab.data.images import ImageBatches, ImageDataset, fit_images, image_grid, to_channels, to_model_range
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.eval.images import FeatureNet, cache_dir_default, feature_net, fit_classifier
+from genlab.progress import progress_bar
 
 SCORER_VERSION = "1"  # bump when the architecture or training recipe changes: old caches are then ignored
 REGION_VERSION = "1"
@@ -357,7 +357,8 @@ def _train_scorer(dataset: ImageDataset, steps: int, device: torch.device, progr
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
     model.train()
     losses: list[float] = []
-    with tqdm(total=steps, desc="training text-image scorer", unit="step", leave=False, disable=not progress) as bar:
+    with progress_bar(total=steps, desc="training text-image scorer", unit="step", leave=False,
+                      disable=not progress) as bar:
         for step in range(steps):
             _cosine_lr(opt, 2e-3, step, steps, warmup=min(100, steps // 10 + 1))
             batch = batches(step)
@@ -771,7 +772,8 @@ def prompt_report(generate: Callable[[list[str], int], torch.Tensor], dataset: I
     report: dict = {"split": split, "images_per_prompt": images_per_prompt, "seed": seed}
     samples: dict = {}
     total = images_per_prompt * sum(len(v) for v in by_kind.values())
-    with tqdm(total=total, desc="generating for prompts", unit="image", leave=False, disable=not progress) as bar:
+    with progress_bar(total=total, desc="generating for prompts", unit="image", leave=False,
+                      disable=not progress) as bar:
         for kind, kind_prompts in by_kind.items():
             texts = [p.text for p in kind_prompts]
             rounds = []

@@ -3,10 +3,10 @@
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from genlab.data.images import from_model_range
 from genlab.errors import ConfigError
+from genlab.progress import progress_bar
 
 
 def sampling_options(model: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -33,7 +33,8 @@ def generate_uint8(model: Any, num_samples: int, labels: torch.Tensor | None = N
     options = sampling_options(model, options)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     out = []
-    with torch.no_grad(), tqdm(total=num_samples, unit="image", desc=desc, leave=False, disable=not progress) as bar:
+    with torch.no_grad(), progress_bar(total=num_samples, unit="image", desc=desc, leave=False,
+                                       disable=not progress) as bar:
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
             extra = {"prompts": prompts[start:start + n]} if prompts is not None else {}

@@ -43,7 +43,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from genlab.config import Choice, Range, option
 from genlab.data.images import class_ids
@@ -51,6 +50,7 @@ from genlab.errors import ConfigError
 from genlab.models.diffusion.unet import UNet, check_unet_shape
 from genlab.nn.conditioning import Condition, TextConditioner, TextConditioningConfig, as_prompts, load_pretrained_text
 from genlab.nn.ema import update_ema
+from genlab.progress import progress_bar
 from genlab.registry import register
 from genlab.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler
 from genlab.schedulers.base import SPACINGS
@@ -357,7 +357,7 @@ class Diffusion(Trainable, nn.Module):
         net.eval()
         with flush_denormals():
             try:
-                bar = tqdm([int(t) for t in sampler.timesteps], desc="denoising", unit="step", leave=False,
+                bar = progress_bar([int(t) for t in sampler.timesteps], desc="denoising", unit="step", leave=False,
                            disable=not progress)
                 for t in bar:
                     t_batch = torch.full((len(x),), t, device=x.device, dtype=torch.long)
