@@ -162,7 +162,7 @@ def _train(dataset: ImageDataset, device: torch.device) -> tuple[_Net, float, fl
         net = _Net(dataset.channels, dataset.num_classes, dataset.image_size).to(device)
     images, labels = dataset.splits["train"], dataset.labels["train"]
     batches = ImageBatches(images, labels, min(BATCH, len(images)), FEATURE_SEED, "symmetric", device=device)
-    fit_classifier(net, batches, _train_steps(len(images)))
+    fit_classifier(net, batches, _train_steps(len(images)), desc="training the feature net (cached afterwards)")
     fn = FeatureNet(net, dataset, math.nan, "", 0.0, False)
     sample = fn.features(images[:2000])
     net.feature_scale.fill_(float(np.sqrt((sample**2).mean())) or 1.0)

@@ -515,7 +515,8 @@ class Diffusion(Trainable, nn.Module):
         K = min(strata, len(middle))
         edges = torch.linspace(0, len(middle), K + 1).round().long().tolist()
         per_image = []
-        for start in range(0, len(images), batch_size):
+        for start in progress_bar(range(0, len(images), batch_size), desc=f"variational bound ({K} strata)",
+                                  unit="batch", leave=False):
             x0 = to_model_range(images[start:start + batch_size], self.pixel_range).to(self.device).double()
             y = net.condition(None if labels is None else labels[start:start + batch_size].to(self.device),
                               None if prompts is None else prompts[start:start + batch_size])

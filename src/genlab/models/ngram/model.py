@@ -37,6 +37,7 @@ from genlab.models.ngram.counts import (
     merge_counts,
 )
 from genlab.models.ngram.smoothing import Counts, Estimate, make_smoother
+from genlab.progress import progress_bar
 from genlab.registry import register
 
 WEIGHTS_FILE = "ngram.safetensors"
@@ -116,7 +117,7 @@ class NgramLM:
             buf.clear()
             lengths.clear()
 
-        for sentence in sentences:
+        for sentence in progress_bar(sentences, desc="counting n-grams", unit=" sentences", leave=False):
             words = _words(sentence)
             buf.append(BOS_ID)
             buf.extend([ids.setdefault(w, len(ids)) for w in words])
@@ -145,7 +146,7 @@ class NgramLM:
         get = self.ids.get
         flat: list[int] = []
         lengths: list[int] = []
-        for sentence in sentences:
+        for sentence in progress_bar(sentences, desc="counting n-grams", unit=" sentences", leave=False):
             words = _words(sentence)
             flat.append(BOS_ID)
             flat.extend([get(w, UNK_ID) for w in words])

@@ -380,13 +380,15 @@ class VAE(Trainable, nn.Module):
         IWAE = logsumexp_i log w_i - log k (Burda et al.); IWAE ≥ ELBO for every image, equal at k = 1.
         """
         from genlab.data.images import to_model_range
+        from genlab.progress import progress_bar
 
         was_training = self.training
         self.eval()
         k = num_importance_samples
         gen = torch.Generator(self.device).manual_seed(seed)
         elbo_sum = iwae_sum = 0.0
-        for start in range(0, len(images), batch_size):
+        for start in progress_bar(range(0, len(images), batch_size), desc=f"ELBO and IWAE-{k} bounds", unit="batch",
+                                  leave=False):
             x = to_model_range(images[start:start + batch_size], self.pixel_range)
             x = torch.as_tensor(x, dtype=torch.float32).to(self.device)
             x = self.targets(x, gen)
