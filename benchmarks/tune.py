@@ -1,6 +1,7 @@
 """Hyper-parameter search side by side: the default config, random search, and TPE with median pruning.
 
     .venv/bin/python benchmarks/tune.py [--budget 600] [--trial-seconds 60] [--only shakespeare vae]
+                                        [--arms default random tpe+pruning] [--seed 0]
 
 Each arm gets the same wall-clock budget for its trials, and every trial (the default config's one included)
 the same training time, `--trial-seconds`: configs compete at equal training budget, and the searches differ
@@ -36,7 +37,7 @@ ARMS = {"default": None, "random": TuneOptions(sampler="random", pruner="none"),
         "tpe+pruning": TuneOptions(sampler="tpe", pruner="median")}
 
 
-def run_arm(task: str, arm: str, budget: float, trial_seconds: float, workdir: Path) -> dict:
+def run_arm(task: str, arm: str, budget: float, trial_seconds: float, workdir: Path, seed: int = 0) -> dict:
     model, fixed, fraction, _ = TASKS[task]
     fixed = fixed | {"max_seconds": trial_seconds * fraction, "max_steps": 10**9, "seed": 1337}
     start = time.perf_counter()
@@ -44,11 +45,12 @@ def run_arm(task: str, arm: str, budget: float, trial_seconds: float, workdir: P
         summary = genlab.train(model, workdir / task / "default", fixed, overwrite=True)
         return {"task": task, "arm": arm, "best_val": summary["best_val"], "trials": 1, "complete": 1, "pruned": 0,
                 "failed": 0, "seconds": round(time.perf_counter() - start, 1)}
-    opts = TuneOptions(**{**vars(ARMS[arm]), "trials": 10**6, "timeout": budget, "sampler_seed": 0})
-    study = workdir / task / arm
+    opts = TuneOptions(**{**vars(ARMS[arm]), "trials": 10**6, "timeout": budget, "sampler_seed": seed})
+    study = workdir / task / (arm if seed == 0 else f"{arm}-seed{seed}")
     summary = tune(model, study, fixed, opts)
     counts = summary["trials"]
-    return {"task": task, "arm": arm, "best_val": summary.get("best_value"), "trials": sum(counts.values()),
+    return {"task": task, "arm": arm, "seed": seed, "best_val": summary.get("best_value"),
+            "trials": sum(counts.values()),
             "complete": counts.get("complete", 0), "pruned": counts.get("pruned", 0),
             "failed": counts.get("fail", 0), "best_params": summary.get("best_params"),
             "seconds": round(time.perf_counter() - start, 1), "report": summary.get("report")}
@@ -59,6 +61,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600, help="seconds of trials per search arm")
     parser.add_argument("--trial-seconds", type=float, default=60, help="training seconds of each trial")
     parser.add_argument("--only", nargs="*", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--arms", nargs="*", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--seed", type=int, default=0, help="the searches' sampler seed")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-tune")
     args = parser.parse_args()
     # Rows of other tasks from earlier runs are kept, so each task can be rerun alone.
@@ -69,19 +73,21 @@ def main() -> None:
         if data_file is not None and not data_file.is_file():
             print(f"skipping {task}: {data_file} is absent (../shared is optional)")
             continue
-        for arm in ARMS:
-            print(f"== {task}: {arm} ==", flush=True)
-            row = run_arm(task, arm, args.budget, args.trial_seconds, args.workdir)
-            row["command"] = f"benchmarks/tune.py --budget {args.budget:g} --trial-seconds {args.trial_seconds:g}"
+        for arm in args.arms:
+            print(f"== {task}: {arm} (seed {args.seed}) ==", flush=True)
+            row = run_arm(task, arm, args.budget, args.trial_seconds, args.workdir, args.seed)
+            row["command"] = (f"benchmarks/tune.py --budget {args.budget:g} --trial-seconds {args.trial_seconds:g} "
+                              f"--only {task} --arms {arm} --seed {args.seed}")
             rows.append(row)
-            kept = [r for r in earlier if (r["task"], r["arm"]) not in {(n["task"], n["arm"]) for n in rows}]
+            key = lambda r: (r["task"], r["arm"], r.get("seed", 0))  # noqa: E731
+            kept = [r for r in earlier if key(r) not in {key(n) for n in rows}]
             atomic_write_json(RESULTS, {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                                         "rows": kept + rows})
-    print("\n| task | arm | best validation loss | trials (complete / pruned / failed) | seconds |")
-    print("|---|---|---|---|---|")
+    print("\n| task | arm | seed | best validation loss | trials (complete / pruned / failed) | seconds |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['task']} | {r['arm']} | {r['best_val']:.4f} | {r['trials']} ({r['complete']} / {r['pruned']} / "
-              f"{r['failed']}) | {r['seconds']:.0f} |")
+        print(f"| {r['task']} | {r['arm']} | {r.get('seed', 0)} | {r['best_val']:.4f} | {r['trials']} "
+              f"({r['complete']} / {r['pruned']} / {r['failed']}) | {r['seconds']:.0f} |")
     print(f"wrote {RESULTS}")
 
 
