@@ -18,6 +18,21 @@ def tiny_options(model: str, **extra: object) -> dict[str, object]:
     return opts | extra
 
 
+def train_tiny_lms(root: Path, names: list[str], per_model: dict[str, dict] | None = None,
+                   **options: object) -> dict[str, tuple[Path, dict]]:
+    """Each LM in `names` trained in this process on TINY_TEXT without held-out splits, with `options` (and
+    `per_model[name]` for one of them): name -> (run directory, training summary)."""
+    import genlab
+
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT)
+    runs = {}
+    for name in names:
+        opts = tiny_options(name, data=str(corpus), lr=1e-2, valid_fraction=0.0, test_fraction=0.0, **options)
+        runs[name] = (root / name, genlab.train(name, root / name, opts | (per_model or {}).get(name, {})))
+    return runs
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -11,7 +11,7 @@ from genlab.data.tokenizers import train_tokenizer
 from genlab.generation import beam_search, filter_logits, generate
 from genlab.models.lm.base import LanguageModel
 from genlab.registry import get_model_class, model_names
-from tests.helpers import TINY_TEXT, tiny_options
+from tests.helpers import TINY_TEXT, train_tiny_lms
 
 LM_NAMES = [n for n in model_names() if issubclass(get_model_class(n), LanguageModel)]
 
@@ -25,16 +25,7 @@ def unigram_entropy(text: str) -> float:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
     """Every LM trained briefly on a tiny corpus (shared by the tests below)."""
-    root = tmp_path_factory.mktemp("lm")
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
-    runs = {}
-    for name in LM_NAMES:
-        out = root / name
-        summary = genlab.train(name, out, tiny_options(name, data=str(corpus), max_steps=150, lr=1e-2,
-                                                      valid_fraction=0.0, test_fraction=0.0))
-        runs[name] = (out, summary)
-    return runs
+    return train_tiny_lms(tmp_path_factory.mktemp("lm"), LM_NAMES, max_steps=150)
 
 
 @pytest.mark.parametrize("name", LM_NAMES)

@@ -31,7 +31,7 @@ from genlab.models.vae.vae import VAE, VAEConfig  # noqa: E402
 from genlab.onnx_export import export_onnx, sidecar_path, transformer_step  # noqa: E402
 from genlab.tasks.images import IMAGE_GEN  # noqa: E402
 from genlab.text_encoders import pool  # noqa: E402
-from tests.helpers import TINY_TEXT, tiny_options  # noqa: E402
+from tests.helpers import TINY_TEXT, train_tiny_lms  # noqa: E402
 from tests.test_diffusion import randomize_zero_init, short_run, tiny_model  # noqa: E402
 from tests.test_image_task import _env, assert_one_line_error, cli  # noqa: E402, F401 (_env: autouse fixture)
 from tests.test_text_to_image import CAPTIONS, randomize, scratch_spec  # noqa: E402
@@ -95,16 +95,9 @@ def run_example(script: str, *args: str) -> subprocess.CompletedProcess:
 def lm_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, list[tuple[Path, Path]]]]:
     """Each LM trained on a tiny corpus and exported by `genlab export RUN --format onnx` in this process, with the
     renames the export made. The Transformer has two blocks, so two key-value caches to keep apart."""
-    root = tmp_path_factory.mktemp("lm")
-    corpus = root / "tiny.txt"
-    corpus.write_text(TINY_TEXT)
-    runs = {}
-    for name in LMS:
-        out = root / name
-        genlab.train(name, out, tiny_options(name, data=str(corpus), max_steps=100, lr=1e-2, valid_fraction=0.0,
-                                             test_fraction=0.0, **({"n_layer": 2} if name == "transformer" else {})))
-        runs[name] = (out, export_with_cli(out, "--format", "onnx"))
-    return runs
+    trained = train_tiny_lms(tmp_path_factory.mktemp("lm"), LMS, max_steps=100,
+                             per_model={"transformer": {"n_layer": 2}})
+    return {name: (out, export_with_cli(out, "--format", "onnx")) for name, (out, _) in trained.items()}
 
 
 @pytest.mark.parametrize("name", LMS)
