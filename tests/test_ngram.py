@@ -8,7 +8,7 @@ import pytest
 
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.models.ngram import NgramConfig, NgramLM
-from genlab.models.ngram.counts import BOS_ID, count_chunk, merge_counts
+from genlab.models.ngram.counts import BOS_ID, NgramIndex, count_chunk, merge_counts
 from genlab.models.ngram.smoothing import Counts, adjust_counts, compute_discounts, count_of_counts
 
 NORMALIZED = ["mle", "add-k", "laplace", "witten-bell", "kn", "mkn"]
@@ -62,6 +62,35 @@ def test_counts_match_brute_force_and_chunking() -> None:
     for n in range(order):
         np.testing.assert_array_equal(chunked.rows[n], one.rows[n])
         np.testing.assert_allclose(chunked.estimate.logprob[n], one.estimate.logprob[n])
+
+
+def test_counting_and_merging_give_the_looked_up_keys_and_suffixes() -> None:
+    """Counting hands its keys and suffix rows to estimation, in one chunk or merged from many: they must equal
+    the binary-search lookups over the final tables."""
+    order = 5
+    sentences = toy_corpus()
+    model = NgramLM.fit(sentences, NgramConfig(order=order, smoothing="mle"))
+    ids = {w: i for i, w in enumerate(model.vocab)}
+    tokens, sids = [], []
+    for s, sentence in enumerate(sentences):
+        tokens += [BOS_ID, *(ids[w] for w in sentence), 2]
+        sids += [s] * (len(sentence) + 2)
+    tokens, sids = np.array(tokens), np.array(sids)
+    one = count_chunk(tokens, sids, order, len(model.vocab))
+    cuts = [0, 40, 41, 300, len(tokens)]  # uneven chunks, one shorter than the order; cut inside sentences too
+    spans = list(zip(cuts[:-1], cuts[1:], strict=True))
+    parts = [count_chunk(tokens[a:b], sids[a:b], order, len(model.vocab)) for a, b in spans]
+    # sentences cut in two lose the n-grams across the cut: compare with counts of the same pieces
+    pieces = np.concatenate([sids[a:b] * 10 + i for i, (a, b) in enumerate(spans)])
+    reference = count_chunk(tokens, pieces, order, len(model.vocab))
+    for raw, expected in ((one, one), (merge_counts(parts, len(model.vocab)), reference)):
+        index = NgramIndex(expected.rows, len(model.vocab))
+        for n in range(1, order + 1):
+            np.testing.assert_array_equal(raw.rows[n - 1], expected.rows[n - 1])
+            np.testing.assert_array_equal(raw.counts[n - 1], expected.counts[n - 1])
+        for n in range(2, order + 1):
+            np.testing.assert_array_equal(raw.keys[n - 1], index.keys[n - 1])
+            np.testing.assert_array_equal(raw.suffixes[n - 1], index.lookup(raw.rows[n - 1][:, 1:]))
 
 
 def test_merge_counts_sums_equal_rows() -> None:

@@ -36,7 +36,7 @@ QUIET = {"OMP_NUM_THREADS": "1"}  # tiny models on a shared machine: one thread 
 
 def slow_cli(model: str) -> str:
     module, batches = ("genlab.data.images", "ImageBatches") if model in IMAGE_MODELS else \
-        ("genlab.data.text", "TokenBatches")
+        ("genlab.data.token_batches", "TokenBatches")
     return SLOW_CLI.format(module=module, batches=batches)
 
 

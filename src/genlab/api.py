@@ -15,9 +15,8 @@ from typing import Any
 
 from genlab.checkpoint import RunDir, atomic_write_json
 from genlab.config import from_dict, read_config_file, split_overrides
-from genlab.distributed import pick_device
 from genlab.errors import CheckpointError, ConfigError, RunExistsError
-from genlab.eval.perplexity import sentence_score
+from genlab.eval.sentences import sentence_score
 from genlab.registry import get_model_class
 from genlab.tasks import task_for
 
@@ -93,7 +92,7 @@ def load(path: str | Path, device: str = "auto") -> Any:
         cls = get_model_class(config["model"])
     except ConfigError:
         raise CheckpointError(f"{path} holds a model genlab does not know: {config['model']!r}") from None
-    model = cls.from_run(run, config, pick_device(device))
+    model = cls.from_run(run, config, device)  # a name: models that run on numpy never import torch
     model.artifacts = task_for(cls).load_artifacts(run, config)  # e.g. the tokenizer
     model.run_config = config
     return model

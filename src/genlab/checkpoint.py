@@ -7,21 +7,25 @@
     RUN/metrics.jsonl          one JSON object per log line
 
 Weights are safetensors and configs JSON: nothing in a run directory is ever unpickled.
+PyTorch is imported only by the tensor functions, so count-based runs (n-grams) start without it.
 """
+
+from __future__ import annotations
 
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from genlab.errors import CheckpointError, RunExistsError
+
+if TYPE_CHECKING:
+    import torch
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -36,21 +40,27 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers see old or new, never half."""
+def atomic_write_file(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` writes a temporary file beside `path`, which is then fsynced and renamed over `path`:
+    readers see the old file or the new one, never half (for writers that stream, e.g. safetensors' save_file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (see atomic_write_file)."""
+    atomic_write_file(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -62,6 +72,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save as st_save
+
     # Cloning breaks storage sharing (tied weights), which safetensors refuses to serialise.
     flat = {k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path, st_save(flat, metadata=metadata))
@@ -69,6 +81,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read a safetensors file, turning any corruption into a CheckpointError."""
+    from safetensors.torch import load as st_load
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing file: {path}")
@@ -95,7 +109,7 @@ def load_weights_into(module: torch.nn.Module, path: Path) -> None:
         ) from None
 
 
-def load_neural(cls: type, run: "RunDir", config: dict[str, Any], device: torch.device) -> torch.nn.Module:
+def load_neural(cls: type, run: RunDir, config: dict[str, Any], device: torch.device) -> torch.nn.Module:
     """Build `cls` from a run's saved config and load its best weights, on `device`, in eval mode."""
     from genlab.config import from_dict
     from genlab.errors import ConfigError

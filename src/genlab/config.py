@@ -157,3 +157,15 @@ def split_overrides(
         for owner in owners:
             out[owner][key] = value
     return out
+
+
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int) -> None:
+    """Decoding options of every language model (neural and n-gram), checked before the first token."""
+    if temperature < 0:
+        raise ConfigError("--temperature must be ≥ 0 (0 means greedy)")
+    if top_k is not None and top_k < 1:
+        raise ConfigError("--top-k must be at least 1")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError("--top-p must be in (0, 1]")
+    if max_new_tokens < 0:
+        raise ConfigError("--max-new-tokens must be ≥ 0")

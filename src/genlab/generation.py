@@ -11,18 +11,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from genlab.config import check_sampling
 from genlab.errors import ConfigError
-
-
-def check_sampling(temperature: float, top_k: int | None, top_p: float | None, max_new_tokens: int) -> None:
-    if temperature < 0:
-        raise ConfigError("--temperature must be ≥ 0 (0 means greedy)")
-    if top_k is not None and top_k < 1:
-        raise ConfigError("--top-k must be at least 1")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ConfigError("--top-p must be in (0, 1]")
-    if max_new_tokens < 0:
-        raise ConfigError("--max-new-tokens must be ≥ 0")
 
 
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:

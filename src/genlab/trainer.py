@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab.checkpoint import CHECKPOINT, WEIGHTS, RunDir, load_neural, load_tensors, save_tensors
 from genlab.config import Range, option
-from genlab.distributed import DistInfo, all_reduce_max, all_reduce_mean
+from genlab.distributed import DistInfo, all_reduce_max, all_reduce_mean, pick_device
 from genlab.errors import CheckpointError, ConfigError, TrainingError
 from genlab.progress import progress_bar
 
@@ -125,9 +125,9 @@ class Trainable:
         return {"model": default_optimizer(list(self.parameters()), cfg)}  # type: ignore[attr-defined]
 
     @classmethod
-    def from_run(cls, run: Any, config: dict[str, Any], device: torch.device) -> nn.Module:
-        """The model saved in `run`, on `device`, in eval mode (see genlab.load)."""
-        return load_neural(cls, run, config, device)
+    def from_run(cls, run: Any, config: dict[str, Any], device: torch.device | str = "auto") -> nn.Module:
+        """The model saved in `run`, on `device` ("auto": CUDA when present), in eval mode (see genlab.load)."""
+        return load_neural(cls, run, config, pick_device(device) if isinstance(device, str) else device)
 
 
 class StepContext:

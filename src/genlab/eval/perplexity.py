@@ -1,7 +1,6 @@
 """Held-out likelihood of a token stream under a language model with carried state."""
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +39,3 @@ def stream_nll(model: nn.Module, tokens: torch.Tensor, window: int, streams: int
                                  ignore_index=-100, reduction="sum").item()
         count = int((y[:, : start + window] != -100).sum())
     return total, count
-
-
-def sentence_score(text: str, logprob: float, tokens: int) -> dict[str, Any]:
-    """One scored text: natural-log and log10 probability, tokens predicted, perplexity (the end included)."""
-    return {"text": text, "logprob": logprob, "log10_prob": logprob / math.log(10), "tokens": tokens,
-            "perplexity": math.exp(-logprob / tokens) if tokens and math.isfinite(logprob) else math.inf}

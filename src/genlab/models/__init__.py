@@ -1,8 +1,2 @@
-"""Every model family; importing this package registers them all (see genlab.registry)."""
-
-import genlab.models.diffusion.ddpm  # noqa: F401
-import genlab.models.gan.adversarial  # noqa: F401
-import genlab.models.lm.rnn  # noqa: F401
-import genlab.models.lm.transformer  # noqa: F401
-import genlab.models.ngram.model  # noqa: F401
-import genlab.models.vae.vae  # noqa: F401
+"""Every model family, one package each; genlab.registry.MODEL_MODULES says which module defines which name and
+imports only the one asked for."""

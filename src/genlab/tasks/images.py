@@ -65,7 +65,7 @@ from genlab.models.gan.adversarial import pooled_frechet_distance
 from genlab.pipelines.images import generate_uint8, sampling_options
 from genlab.pipelines.text_to_image import TextToImagePipeline, describe_conditioning
 from genlab.registry import get_model_class
-from genlab.tasks import NeuralTask, Prepared
+from genlab.tasks.neural import NeuralTask, Prepared
 from genlab.text_encoders import text_encoder_spec
 from genlab.trainer import TrainConfig
 

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from genlab.checkpoint import TOKENIZER, RunDir, atomic_write_json
-from genlab.config import from_dict, option, to_dict
+from genlab.config import check_sampling, from_dict, option, to_dict
 from genlab.data.text import TextSourceConfig, evaluation_text, load_corpus
 from genlab.data.tokenizers import BPETokenizer, tokenizer_from_dict, train_tokenizer
 from genlab.errors import CheckpointError, ConfigError
-from genlab.eval.perplexity import sentence_score
-from genlab.generation import check_sampling
+from genlab.eval.sentences import sentence_score
 
 SPACE = "\u2581"  # stands for " " in character n-grams
 
@@ -49,8 +48,9 @@ class TokenStrings:
             return [SPACE if c == " " else c for c in line.strip("\n")]
         return self.bpe.hf.encode(line.strip("\n")).tokens
 
-    def sentences(self, text: str) -> list[list[str]]:
-        return [self.split(line) for line in text.split("\n") if line.strip()]
+    def sentences(self, text: str) -> Iterator[list[str]]:
+        """One token list per non-empty line, made as they are consumed (a corpus never held twice)."""
+        return (self.split(line) for line in text.split("\n") if line.strip())
 
     def join(self, tokens: list[str]) -> str:
         if self.kind == "word":
@@ -90,7 +90,7 @@ class NgramTask:
         tokens = TokenStrings(data_cfg.tokenizer, data_cfg.lowercase, bpe)
         sentences = tokens.sentences(corpus.train)
         if data_cfg.max_vocab is not None and data_cfg.tokenizer != "bpe":
-            sentences = cap_vocabulary(sentences, data_cfg.max_vocab)
+            sentences = cap_vocabulary(list(sentences), data_cfg.max_vocab)
         model = cls.fit(sentences, cfg["model"])
         run.prepare_new(overwrite)
         model.save(run.path)

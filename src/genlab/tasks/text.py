@@ -8,14 +8,16 @@ from typing import Any, TextIO
 import torch
 
 from genlab.checkpoint import TOKENIZER, RunDir, atomic_write_json
-from genlab.config import from_dict
-from genlab.data.text import TextDataConfig, TokenBatches, evaluation_text, load_corpus
+from genlab.config import check_sampling, from_dict
+from genlab.data.text import TextDataConfig, evaluation_text, load_corpus
+from genlab.data.token_batches import TokenBatches
 from genlab.data.tokenizers import Tokenizer, start_ids, tokenizer_from_dict, train_tokenizer
 from genlab.distributed import DistInfo
 from genlab.errors import CheckpointError, ConfigError
-from genlab.eval.perplexity import TokenSplit, sentence_score, stream_nll
-from genlab.generation import beam_search, check_sampling, generate
-from genlab.tasks import NeuralTask, Prepared
+from genlab.eval.perplexity import TokenSplit, stream_nll
+from genlab.eval.sentences import sentence_score
+from genlab.generation import beam_search, generate
+from genlab.tasks.neural import NeuralTask, Prepared
 from genlab.trainer import TrainConfig
 
 EVAL_STREAMS = 16

@@ -11,9 +11,11 @@ below 2**40 and V below 2**24 in practice), they sort in the same order as the r
 is one `np.searchsorted` per order: rank of the prefix first, then the key. This is the sorted-array form of
 KenLM's trie, and avoids base-V packing that overflows 64 bits at order 5 with a 10k vocabulary.
 
-Counting is chunked: `count_chunk` counts one chunk of the corpus into explicit id rows, `merge_counts`
-merges such per-chunk results (concatenate, then sum counts of equal rows), so corpora larger than memory
-for the position arrays can be counted piece by piece.
+Counting is chunked: `count_chunk` counts one chunk of the corpus, `merge_counts` merges the chunks order by
+order, so corpora larger than memory for the position arrays can be counted piece by piece. Counting also
+yields each table's keys and each n-gram's suffix row (the lower-order n-gram it backs off to), which
+estimation would otherwise look up with a binary search per n-gram and order; merging carries them over by
+renumbering each chunk's ranks into the merged tables.
 """
 
 from __future__ import annotations
@@ -28,98 +30,108 @@ UNK_ID, BOS_ID, EOS_ID = 0, 1, 2  # KenLM's fixed ids for the three special word
 
 @dataclass
 class RawCounts:
-    """Counts of one corpus chunk: rows[n-1] is an (M, n) uint32 array of sorted unique n-grams."""
+    """Counts of a corpus chunk (or of merged chunks).
 
-    rows: list[np.ndarray]
-    counts: list[np.ndarray]
-
-
-def unique_rows(rows: np.ndarray, weights: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique rows of an (M, n) id array and the summed weight of each.
-
-    Rows are ranked one column at a time (rank of the first j columns * V + column j), so every
-    intermediate key stays below M * V and fits in uint64 whatever n is.
+    counts[0][i] is the count of word `unigram_ids[i]`; for n >= 2, keys[n-1] holds the sorted NgramIndex keys
+    of the order-n n-grams (prefix rank * vocab_size + last word; a unigram's rank is its word id), counts[n-1]
+    their counts and suffixes[n-1] the row in table n-1 of each one's suffix w2..wn. Word-id rows are derived
+    from the keys (`rows`): 8 bytes an n-gram whatever the order.
     """
-    m, n = rows.shape
-    if m == 0:
-        return rows.astype(np.uint32), weights.astype(np.int64)
-    rank = np.zeros(m, dtype=np.uint64)
-    for j in range(n):
-        _, rank = np.unique(rank * np.uint64(vocab_size) + rows[:, j].astype(np.uint64), return_inverse=True)
-        rank = rank.astype(np.uint64).ravel()
-    order = np.argsort(rank, kind="stable")
-    rank_sorted = rank[order]
-    first = np.flatnonzero(np.r_[True, rank_sorted[1:] != rank_sorted[:-1]])
-    summed = np.add.reduceat(weights[order].astype(np.int64), first)
-    return rows[order[first]].astype(np.uint32), summed
+
+    unigram_ids: np.ndarray
+    counts: list[np.ndarray]
+    keys: list[np.ndarray]
+    suffixes: list[np.ndarray]
+    vocab_size: int
+
+    @property
+    def rows(self) -> list[np.ndarray]:
+        """rows[n-1]: the order-n n-grams as a sorted (M, n) uint32 array of word ids."""
+        v = np.uint64(self.vocab_size)
+        rows = [self.unigram_ids.astype(np.uint32)[:, None]]
+        prefix_rows = np.arange(self.vocab_size, dtype=np.uint32)[:, None]
+        for keys in self.keys[1:]:
+            rows.append(np.column_stack([prefix_rows[(keys // v).astype(np.int64)], (keys % v).astype(np.uint32)]))
+            prefix_rows = rows[-1]
+        return rows
 
 
 def count_chunk(tokens: np.ndarray, sentence_ids: np.ndarray, order: int, vocab_size: int) -> RawCounts:
     """Count all n-grams of orders 1..order in one chunk.
 
     Input: `tokens`, the chunk's padded sentences (`<s> w1 .. wk </s>` each) as int ids, and `sentence_ids`,
-    the sentence number of each token (n-grams never cross sentences). Output: RawCounts with, for each
-    order, the sorted unique n-grams as id rows and their counts.
+    the sentence number of each token (n-grams never cross sentences). Output: RawCounts.
     """
     tokens = tokens.astype(np.uint64)
-    rows: list[np.ndarray] = []
-    counts: list[np.ndarray] = []
-    # rank[i]: index of the (n-1)-gram starting at position i among this chunk's (n-1)-grams (-1: none).
+    unigram_ids, cnt = np.unique(tokens, return_counts=True)
+    counts: list[np.ndarray] = [cnt.astype(np.int64)]
+    keys: list[np.ndarray] = [np.zeros(0, np.uint64)]
+    suffixes: list[np.ndarray] = [np.zeros(0, np.int64)]
+    # rank[i]: row of the (n-1)-gram starting at position i in its table (-1: none). A unigram's row is its
+    # word id, as in NgramIndex (full_unigrams later stores every id), so these ranks are the final ones.
     prev_rank = tokens.astype(np.int64)
-    prev_rows = None
-    for n in range(1, order + 1):
-        if n == 1:
-            uniq, inverse, cnt = np.unique(tokens, return_inverse=True, return_counts=True)
-            rows.append(uniq.astype(np.uint32)[:, None])
-            counts.append(cnt.astype(np.int64))
-            prev_rank = inverse.astype(np.int64).ravel()
-            prev_rows = rows[-1]
-            continue
-        span = len(tokens) - n + 1
-        if span <= 0:
-            rows.append(np.zeros((0, n), np.uint32))
-            counts.append(np.zeros(0, np.int64))
-            prev_rank = np.zeros(0, np.int64)
-            prev_rows = rows[-1]
-            continue
-        starts = np.arange(span)
-        valid = sentence_ids[:span] == sentence_ids[n - 1:]
-        starts = starts[valid]
-        prefix = prev_rank[starts]
-        keys = prefix.astype(np.uint64) * np.uint64(vocab_size) + tokens[starts + n - 1]
-        uniq, inverse, cnt = np.unique(keys, return_inverse=True, return_counts=True)
-        prefix_rank = (uniq // np.uint64(vocab_size)).astype(np.int64)
-        last = (uniq % np.uint64(vocab_size)).astype(np.uint32)
-        rows.append(np.column_stack([prev_rows[prefix_rank], last]).astype(np.uint32))
+    v = np.uint64(vocab_size)
+    for n in range(2, order + 1):
+        starts = np.flatnonzero(sentence_ids[:max(len(tokens) - n + 1, 0)] == sentence_ids[n - 1:])
+        uniq, inverse, cnt = np.unique(prev_rank[starts].astype(np.uint64) * v + tokens[starts + n - 1],
+                                       return_inverse=True, return_counts=True)
+        inverse = inverse.ravel()
         counts.append(cnt.astype(np.int64))
-        rank = np.full(len(tokens), -1, dtype=np.int64)
-        rank[starts] = inverse.ravel()
-        prev_rank = rank
-        prev_rows = rows[-1]
-    return RawCounts(rows, counts)
+        keys.append(uniq)
+        # The suffix of the n-gram starting at i is the (n-1)-gram starting at i+1 (any occurrence will do).
+        first = np.empty(len(uniq), np.int64)
+        first[inverse] = starts
+        suffixes.append(prev_rank[first + 1])
+        prev_rank = np.full(len(tokens), -1, dtype=np.int64)
+        prev_rank[starts] = inverse
+    return RawCounts(unigram_ids, counts, keys, suffixes, vocab_size)
 
 
 def merge_counts(parts: list[RawCounts], vocab_size: int) -> RawCounts:
-    """Merge per-chunk counts: concatenate each order's rows and sum the counts of equal rows."""
+    """Merge per-chunk counts into the counts of their concatenation, with final keys and suffix rows; the
+    parts' arrays are released as they are merged (the parts are consumed).
+
+    Order by order: a chunk's n-gram keeps its last word and takes its prefix's merged rank (known from the
+    order below), which gives its merged key; equal keys across chunks add their counts. Renumbering keeps
+    each chunk's order, and the merged suffix rows come from the chunks' suffix rows the same way.
+    """
     if len(parts) == 1:
         return parts[0]
-    order = len(parts[0].rows)
-    rows, counts = [], []
-    for n in range(order):
-        r = np.concatenate([p.rows[n] for p in parts])
-        c = np.concatenate([p.counts[n] for p in parts])
-        ur, uc = unique_rows(r, c, vocab_size)
-        rows.append(ur)
-        counts.append(uc)
-    return RawCounts(rows, counts)
+    v = np.uint64(vocab_size)
+    per_id = np.zeros(vocab_size, np.int64)
+    for p in parts:
+        per_id[p.unigram_ids.astype(np.int64)] += p.counts[0]
+    seen = np.flatnonzero(per_id)
+    counts, keys, suffixes = [per_id[seen]], [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
+    renumber = [np.arange(p.vocab_size, dtype=np.int64) for p in parts]  # chunk rank -> merged rank, order n-1
+    for n in range(2, len(parts[0].keys) + 1):
+        sizes = np.cumsum([len(p.keys[n - 1]) for p in parts])[:-1]
+        merged_keys = np.concatenate([
+            renumber[i][(p.keys[n - 1] // np.uint64(p.vocab_size)).astype(np.int64)].astype(np.uint64) * v
+            + (p.keys[n - 1] % np.uint64(p.vocab_size)) for i, p in enumerate(parts)])
+        merged_suffixes = np.concatenate([renumber[i][p.suffixes[n - 1]] for i, p in enumerate(parts)])
+        merged_counts = np.concatenate([p.counts[n - 1] for p in parts])
+        for p in parts:
+            p.keys[n - 1] = p.suffixes[n - 1] = p.counts[n - 1] = None  # type: ignore[call-overload]
+        order = np.argsort(merged_keys, kind="stable")  # runs of sorted chunks: a merge, not a full sort
+        merged_keys = merged_keys[order]
+        new = np.r_[True, merged_keys[1:] != merged_keys[:-1]]
+        first = np.flatnonzero(new)
+        keys.append(merged_keys[first])
+        counts.append(np.add.reduceat(merged_counts[order], first))
+        suffixes.append(merged_suffixes[order[first]])
+        del merged_keys, merged_counts, merged_suffixes, first
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.cumsum(new) - 1
+        renumber = np.split(rank, sizes)
+    return RawCounts(seen, counts, keys, suffixes, vocab_size)
 
 
 def full_unigrams(raw: RawCounts, vocab_size: int) -> RawCounts:
-    """The same counts with a unigram row for every id 0..V-1 (count 0 for unseen ones such as `<unk>`)."""
+    """The same counts with a unigram for every id 0..V-1 (count 0 for unseen ones such as `<unk>`)."""
     full = np.zeros(vocab_size, np.int64)
-    full[raw.rows[0][:, 0].astype(np.int64)] = raw.counts[0]
-    rows = np.arange(vocab_size, dtype=np.uint32)[:, None]
-    return RawCounts([rows, *raw.rows[1:]], [full, *raw.counts[1:]])
+    full[raw.unigram_ids.astype(np.int64)] = raw.counts[0]
+    return RawCounts(np.arange(vocab_size), [full, *raw.counts[1:]], raw.keys, raw.suffixes, vocab_size)
 
 
 class NgramIndex:
@@ -129,9 +141,13 @@ class NgramIndex:
     unigram rank == word id (the unigram table covers every id 0..V-1).
     """
 
-    def __init__(self, rows: list[np.ndarray], vocab_size: int):
+    def __init__(self, rows: list[np.ndarray], vocab_size: int, keys: list[np.ndarray] | None = None):
+        """`keys`: the keys of `rows` when already known (from counting a single chunk); else computed."""
         self.vocab_size = vocab_size
         self.keys: list[np.ndarray] = [np.zeros(0, np.uint64)]
+        if keys is not None:
+            self.keys = list(keys)
+            return
         v = np.uint64(vocab_size)
         for n in range(2, len(rows) + 1):
             r = rows[n - 1]
@@ -156,14 +172,18 @@ class NgramIndex:
         if n == 1:
             return last.astype(np.int64)
         keys = self.keys[n - 1]
-        ok = prefix_rank >= 0
-        query = np.where(ok, prefix_rank, 0).astype(np.uint64) * np.uint64(self.vocab_size) + last.astype(np.uint64)
-        pos = np.searchsorted(keys, query)
-        pos_c = np.minimum(pos, max(len(keys) - 1, 0))
-        hit = ok & (pos < len(keys))
-        if len(keys):
-            hit &= keys[pos_c] == query
-        return np.where(hit, pos_c, -1).astype(np.int64)
+        out = np.full(len(last), -1, dtype=np.int64)
+        ask = np.flatnonzero(prefix_rank >= 0)  # an absent prefix has no extension: no search
+        if not len(ask) or not len(keys):
+            return out
+        query = prefix_rank[ask].astype(np.uint64) * np.uint64(self.vocab_size) + last[ask].astype(np.uint64)
+        # Sorted queries walk the table in order (numpy's binary search starts from the last hit): 2x faster.
+        order = np.argsort(query)
+        query = query[order]
+        pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+        hit = keys[pos] == query
+        out[ask[order[hit]]] = pos[hit]
+        return out
 
     def lookup(self, rows: np.ndarray) -> np.ndarray:
         """Row index of each n-gram in an (M, n) id array within the order-n table; -1 where absent."""

@@ -7,8 +7,11 @@ the vocabulary are scored as `<unk>`.
 
 from __future__ import annotations
 
+import array
+import itertools
 import json
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -16,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
+from safetensors.numpy import save_file as st_save_file
 
-from genlab.checkpoint import RunDir, atomic_write_bytes
+from genlab.checkpoint import RunDir, atomic_write_bytes, atomic_write_file
 from genlab.config import from_dict
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.models.ngram.arpa import ArpaModel, read_arpa, write_arpa
@@ -70,7 +73,7 @@ class NgramLM:
         return model
 
     def __init__(self, vocab: list[str], rows: list[np.ndarray], estimate: Estimate, config: NgramConfig,
-                 source: str = "fit"):
+                 source: str = "fit", index: NgramIndex | None = None):
         if vocab[:3] != [UNK, BOS, EOS]:
             raise ValueError("vocabulary must start with <unk>, <s>, </s>")
         self.vocab = vocab
@@ -79,7 +82,8 @@ class NgramLM:
         self.estimate = estimate
         self.config = config
         self.source = source  # "fit" or the ARPA file it was read from
-        self.index = NgramIndex(rows, len(vocab))  # ValueError when a prefix is missing or rows unsorted
+        # ValueError when a prefix is missing or rows unsorted; `fit` hands over the index its counts built.
+        self.index = index if index is not None else NgramIndex(rows, len(vocab))
         self.discounts: np.ndarray | None = None  # (N, 3) D1, D2, D3+ for kn/mkn fits
 
     @property
@@ -101,26 +105,27 @@ class NgramLM:
     def fit(cls, sentences: Iterable[Sentence], config: NgramConfig) -> NgramLM:
         """Count and smooth. `sentences`: token lists (or whitespace-separated strings) without <s>/</s>."""
         config.validate()
-        ids = {UNK: UNK_ID, BOS: BOS_ID, EOS: EOS_ID}
+        # A new word takes the next id on first sight (a C-level lookup per word: no Python loop).
+        ids: dict[str, int] = defaultdict(itertools.count(EOS_ID + 1).__next__, {UNK: UNK_ID, BOS: BOS_ID, EOS: EOS_ID})
         parts: list[RawCounts] = []
-        buf: list[int] = []
+        buf = array.array("q")  # machine ints, not a list of Python int objects
         lengths: list[int] = []
         n_words = 0
 
         def flush() -> None:
-            # Count what is buffered; chunks are merged at the end (sorted rows + summed counts).
-            tokens = np.array(buf, dtype=np.int64)
+            # Count what is buffered; the chunks are merged at the end (merge_counts).
+            tokens = np.frombuffer(buf, dtype=np.int64).copy()
             sentence_ids = np.repeat(np.arange(len(lengths)), np.array(lengths) + 2)
             if np.count_nonzero((tokens == BOS_ID) | (tokens == EOS_ID)) != 2 * len(lengths):
                 raise DataError("training sentences must not contain <s> or </s>; they are added to every sentence")
             parts.append(count_chunk(tokens, sentence_ids, config.order, len(ids)))
-            buf.clear()
+            del buf[:]
             lengths.clear()
 
         for sentence in progress_bar(sentences, desc="counting n-grams", unit=" sentences", leave=False):
             words = _words(sentence)
             buf.append(BOS_ID)
-            buf.extend([ids.setdefault(w, len(ids)) for w in words])
+            buf.extend(map(ids.__getitem__, words))
             buf.append(EOS_ID)
             lengths.append(len(words))
             n_words += len(words)
@@ -131,11 +136,12 @@ class NgramLM:
         if n_words < config.order:
             raise DataError(f"the training corpus has {n_words} tokens, fewer than the n-gram order "
                             f"{config.order}; give more text or a lower order")
-        vocab = list(ids)
+        vocab = list(ids)  # in id order: a dict keeps insertion order
         raw = full_unigrams(merge_counts(parts, len(vocab)), len(vocab))
-        counts = Counts(len(vocab), raw.rows, raw.counts)
+        counts = Counts(len(vocab), raw.rows, raw.counts, raw.keys, raw.suffixes)
+        parts.clear()  # merged: only `counts` holds the tables now
         smoother = make_smoother(config.smoothing, k=config.k, alpha=config.alpha)
-        model = cls(vocab, counts.rows, smoother.estimate(counts), config)
+        model = cls(vocab, counts.rows, smoother.estimate(counts), config, index=counts.index)
         model.discounts = getattr(smoother, "discounts", None)
         return model
 
@@ -144,15 +150,15 @@ class NgramLM:
     def _encode(self, sentences: Iterable[Sentence]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """(tokens, position in sentence, sentence index, OOV count) for `<s> w1 .. wk </s>` per sentence."""
         get = self.ids.get
-        flat: list[int] = []
+        flat = array.array("q")
         lengths: list[int] = []
-        for sentence in progress_bar(sentences, desc="counting n-grams", unit=" sentences", leave=False):
+        for sentence in progress_bar(sentences, desc="scoring", unit=" sentences", leave=False):
             words = _words(sentence)
             flat.append(BOS_ID)
-            flat.extend([get(w, UNK_ID) for w in words])
+            flat.extend(map(get, words, itertools.repeat(UNK_ID)))  # C-level lookups, unknown words as <unk>
             flat.append(EOS_ID)
             lengths.append(len(words) + 2)
-        tokens = np.array(flat, dtype=np.int64)
+        tokens = np.frombuffer(flat, dtype=np.int64)
         sizes = np.array(lengths, dtype=np.int64)
         starts = np.cumsum(sizes) - sizes
         sentence = np.repeat(np.arange(len(sizes)), sizes)
@@ -317,7 +323,8 @@ class NgramLM:
             "discounts": None if self.discounts is None else self.discounts.tolist(),
             "vocab": self.vocab,
         }
-        atomic_write_bytes(directory / WEIGHTS_FILE, st_save(tensors, metadata={"format": FORMAT}))
+        # Streamed from the arrays to the file: no second copy of the tables in memory.
+        atomic_write_file(directory / WEIGHTS_FILE, lambda tmp: st_save_file(tensors, tmp, metadata={"format": FORMAT}))
         atomic_write_bytes(directory / META_FILE, (json.dumps(meta) + "\n").encode("utf-8"))
 
     @classmethod

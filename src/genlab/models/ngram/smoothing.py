@@ -38,16 +38,22 @@ class Counts:
     """Output of the count stage: raw counts of every order over `<s> w1 .. wk </s>` sentences.
 
     rows[n-1]: (M_n, n) uint32 sorted unique n-grams (rows[0] holds every id 0..V-1, unseen ones count 0);
-    counts[n-1]: int64 counts aligned with the rows; index: lookup structure over the rows.
+    counts[n-1]: int64 counts aligned with the rows; index: lookup structure over the rows. `keys` and
+    `suffixes`, when the count stage knows them (RawCounts), save looking them up.
     """
 
     vocab_size: int
     rows: list[np.ndarray]
     counts: list[np.ndarray]
+    keys: list[np.ndarray] | None = None
+    suffixes: list[np.ndarray] | None = None
     index: NgramIndex = field(init=False)
+    _suffixes: dict[int, np.ndarray] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.index = NgramIndex(self.rows, self.vocab_size)
+        self.index = NgramIndex(self.rows, self.vocab_size, self.keys)
+        if self.suffixes is not None:
+            self._suffixes = {n: s for n, s in enumerate(self.suffixes, 1) if n >= 2}
 
     @property
     def order(self) -> int:
@@ -60,10 +66,13 @@ class Counts:
         return (self.index.keys[n - 1] // np.uint64(self.vocab_size)).astype(np.int64)
 
     def suffix_of(self, n: int) -> np.ndarray:
-        """Row in table n-1 of each order-n n-gram's suffix w2..wn (the lower-order n-gram it backs off to)."""
-        suffix = self.index.lookup(self.rows[n - 1][:, 1:])
-        assert np.all(suffix >= 0), "counts from a corpus always contain the suffixes of their n-grams"
-        return suffix
+        """Row in table n-1 of each order-n n-gram's suffix w2..wn (the lower-order n-gram it backs off to);
+        looked up once per order (adjust_counts and interpolate both need it)."""
+        if n not in self._suffixes:
+            suffix = self.index.lookup(self.rows[n - 1][:, 1:])
+            assert np.all(suffix >= 0), "counts from a corpus always contain the suffixes of their n-grams"
+            self._suffixes[n] = suffix
+        return self._suffixes[n]
 
     def n_contexts(self, n: int) -> int:
         return 1 if n == 1 else len(self.rows[n - 2])
