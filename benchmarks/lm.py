@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/lm.py [--only NAME ...] [--ptb-minutes 20]
 
 Prints a markdown table and writes benchmarks/results/lm.json. Needs ../shared/data (skips what is absent).
-References (from the issue, measured on this 2-core machine): nanoGPT's CPU "baby GPT" (4 layers, 4 heads,
-128 wide, context 64, batch 12, 2000 iterations) reaches validation loss 1.886 after 135 s at ~11,400 tokens/s;
-on PTB, KN5 test perplexity 141.2 (Mikolov et al. 2011) and the small LSTM of Zaremba et al. 2014: 114.5.
+`shakespeare-nanogpt-vs-genlab` runs nanoGPT itself (../shared/ref/nanogpt, its README's CPU "baby GPT": 4 layers,
+4 heads, 128 wide, context 64, batch 12, 2000 iterations) and then genlab's same-size Transformer for the same
+wall-clock, on the same characters, and scores both with one evaluator on the whole validation split
+(benchmarks/nanogpt_side_by_side.py). Other references: on PTB, KN5 test perplexity 141.2 (Mikolov et al. 2011)
+and the small LSTM of Zaremba et al. 2014: 114.5.
 """
 
 import argparse
@@ -18,6 +20,7 @@ from pathlib import Path
 import torch
 
 import genlab
+import nanogpt_side_by_side
 from genlab.checkpoint import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,12 +71,21 @@ def run_one(name: str, model: str, options: dict, seconds: float, workdir: Path)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=sorted(RUNS), help="run only these")
+    parser.add_argument("--only", nargs="*", choices=sorted([*RUNS, nanogpt_side_by_side.NAME]),
+                        help="run only these")
     parser.add_argument("--ptb-minutes", type=float, default=30.0, help="training budget of the PTB LSTM")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.only or RUNS:
+        for name in args.only or [*RUNS, nanogpt_side_by_side.NAME]:
+            if name == nanogpt_side_by_side.NAME:
+                if why := nanogpt_side_by_side.available():
+                    print(f"skip {name}: {why}")
+                    continue
+                print(f"== {name}: nanoGPT's baby GPT, then genlab's for the same seconds", flush=True)
+                rows.append(nanogpt_side_by_side.side_by_side(Path(tmp) / name))
+                print(json.dumps(rows[-1]), flush=True)
+                continue
             model, options, seconds = RUNS[name]
             if not Path(options["data"]).exists():
                 print(f"skip {name}: {options['data']} not found")
@@ -90,9 +102,14 @@ def main() -> None:
     print("\n| run | params | train s | tokens/s | steps | valid nats/tok | valid ppl | test ppl |")
     print("|---|---|---|---|---|---|---|---|")
     for r in merged.values():
+        if "sides" in r:
+            continue
         print(f"| {r['name']} | {r['params'] / 1e6:.2f} M | {r['train_seconds']} | {r['tokens_per_s']:,} "
               f"| {r['steps']} "
               f"| {r['valid_nats_per_token']} | {r['valid_perplexity']} | {r.get('test_perplexity', '—')} |")
+    for r in merged.values():
+        if "sides" in r:
+            nanogpt_side_by_side.print_table(r)
 
 
 if __name__ == "__main__":

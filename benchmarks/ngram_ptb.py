@@ -296,7 +296,10 @@ def main() -> None:
             results["orders"].append(bench_order(order, corpus, tmp, lmplz))
             print(f"order {order} done", file=sys.stderr)
         if not args.no_nltk:
-            results["nltk"] = bench_nltk(corpus)
+            try:
+                results["nltk"] = bench_nltk(corpus)
+            except ImportError:
+                print("nltk is not installed (pip install nltk): no NLTK comparison", file=sys.stderr)
         if args.growth is not None:
             results["growth"] = bench_growth(args.growth or [1, 4, 16, 64], corpus, tmp, lmplz)
             growth_plot(results["growth"], GROWTH_PLOT)

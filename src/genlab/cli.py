@@ -22,12 +22,28 @@ app.add_typer(models_app, name="models")
 EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or progress lines on standard "
+                                                              "error (results, warnings and errors still print); "
+                                                              "before the command: genlab -q train ...")] = False,
+) -> None:
+    """Options of every command."""
+    if quiet:
+        from genlab.progress import quiet as quiet_progress
+
+        ctx.with_resource(quiet_progress())  # entered here, left when the command has finished
+
+
 def parse_options(args: list[str]) -> dict[str, Any]:
     """`--n-layer 4 --dropout=0.1 --tie-weights` → {"n_layer": "4", "dropout": "0.1", "tie_weights": "true"}."""
     out: dict[str, Any] = {}
     i = 0
     while i < len(args):
         arg = args[i]
+        if arg in ("--quiet", "-q"):
+            raise ConfigError(f"{arg} is an option of genlab itself: put it first (genlab {arg} COMMAND ...)")
         if not arg.startswith("--") or len(arg) == 2:
             raise ConfigError(f"unexpected argument {arg!r}; options look like --name value")
         key, eq, value = arg[2:].partition("=")

@@ -17,8 +17,11 @@ it is saved in checkpoints so a resumed run continues exactly.
 """
 
 import contextlib
+import ctypes
+import functools
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -93,23 +96,69 @@ def lr_multiplier(progress: float, step: int, cfg: TrainConfig) -> float:
 
 
 def default_optimizer(params: list[nn.Parameter], cfg: TrainConfig, lr: float | None = None) -> torch.optim.AdamW:
-    """AdamW with decay on weight matrices only (as nanoGPT): biases, norms and 1-D params are not decayed."""
+    """AdamW with decay on weight matrices only (as nanoGPT): biases, norms and 1-D params are not decayed.
+
+    The fused kernel (one pass over all parameters) where PyTorch has it: on the CPU the default is a Python loop
+    of ~10 small ops per parameter tensor, a few percent of a small model's step."""
     decay = [p for p in params if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in params if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay) or None
+    return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
 @contextlib.contextmanager
 def flush_denormals() -> Iterator[None]:
-    """Treat subnormal floats as zero inside the block (then back to PyTorch's default, off). Values decaying
-    towards zero (zero-initialised layers, small gradients) otherwise run up to 10× slower on x86 CPUs; GPUs
-    flush them by default."""
-    torch.set_flush_denormal(True)
+    """Treat subnormal floats as zero inside the block, on this thread and on PyTorch's CPU threads (then back to
+    PyTorch's default, off, when the outermost block on this thread ends). Values decaying towards zero (Adam's
+    moments of rarely active weights, zero-initialised layers, small gradients) otherwise run up to 10× slower on
+    x86 CPUs, and training slows down as they accumulate; GPUs flush them by default."""
+    depth = getattr(_flushing, "depth", 0)
+    if depth == 0:
+        _set_flush_denormal(True)
+    _flushing.depth = depth + 1
     try:
         yield
     finally:
-        torch.set_flush_denormal(False)
+        _flushing.depth = depth
+        if depth == 0:
+            _set_flush_denormal(False)
+
+
+_flushing = threading.local()  # how deep in flush_denormals() blocks each thread is (the flags are per thread)
+_TEAM_BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _set_flush_denormal(on: bool) -> None:
+    """`torch.set_flush_denormal(on)` on the calling thread and on every thread of PyTorch's OpenMP pool.
+
+    The flush-to-zero and denormals-are-zero flags live in each thread's own control register (x86 MXCSR, ARM
+    FPCR), and torch.set_flush_denormal sets the caller's alone: the pool threads that run the other shares of
+    every large element-wise op, matmul and convolution (half of them with 2 threads) kept computing with
+    subnormals. This runs it once on each thread of a team of the pool's size, through libgomp's GOMP_parallel
+    (what `#pragma omp parallel` compiles to); the pool keeps those threads, and their flags, for PyTorch's
+    parallel regions. Without libgomp (macOS, PyTorch's native thread pool): the calling thread only."""
+    torch.set_flush_denormal(on)
+    threads = torch.get_num_threads()
+    parallel = _gomp_parallel() if threads > 1 else None
+    if parallel is not None:
+        parallel(_TEAM_BODY(lambda _: torch.set_flush_denormal(on)), None, threads, 0)
+
+
+@functools.cache
+def _gomp_parallel() -> Any:
+    """libgomp's `GOMP_parallel(fn, data, num_threads, flags)` where PyTorch's parallel backend is it, else None."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    bundled = sorted(str(p) for p in (Path(torch.__file__).parent / "lib").glob("libgomp*.so*"))
+    for path in [*bundled, None]:  # None: the libraries already loaded (a system libgomp)
+        try:
+            fn = ctypes.CDLL(path).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [_TEAM_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint], None
+        return fn
+    return None
 
 
 class Trainable:

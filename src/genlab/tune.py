@@ -30,6 +30,7 @@ from genlab import api
 from genlab.checkpoint import RunDir, atomic_write_json, atomic_write_text
 from genlab.config import Choice, Range, _base_type, _coerce
 from genlab.errors import ConfigError, GenlabError
+from genlab.progress import is_quiet
 from genlab.registry import get_model_class
 from genlab.tasks import task_for
 
@@ -254,7 +255,9 @@ def _print_trial(study: Any, trial: Any) -> None:
     except ValueError:
         best = ""
     params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-    print(f"trial {trial.number}: {shown}{f' ({why})' if why else ''}{best}  [{params}]", file=sys.stderr, flush=True)
+    if not is_quiet():  # a line per trial is the study's progress
+        print(f"trial {trial.number}: {shown}{f' ({why})' if why else ''}{best}  [{params}]", file=sys.stderr,
+              flush=True)
 
 
 def _finish(study: Any, study_dir: Path, model: str) -> dict[str, Any]:

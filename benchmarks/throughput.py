@@ -1,0 +1,196 @@
+"""Training throughput over a run: does steps/s stay flat, for every family?
+
+    .venv/bin/python benchmarks/throughput.py [--seconds 60] [--window 10] [--only NAME ...] [--threads N]
+                                              [--flush all|main|off] [--no-flush-denormal]
+
+Trains each family for --seconds on built-in data at its default size (the LSTM and the Transformer on
+`names`; the MLP and conv VAEs, the DCGAN and a smaller diffusion U-Net on Fashion-MNIST, or mnist5k where
+/usr/share/datasets/fashion-mnist is absent), with no periodic validation, checkpoints or sample grids inside
+the budget, so that the run is training steps only. Steps/s per --window seconds comes from the run's
+metrics.jsonl (a line every 10 steps with its step and elapsed training time). Reports the first and the last
+window, their ratio (1.0: flat; the issue's bar is 0.9), the slowest window, the process's resident memory at
+the end of the first and of the last window, and the subnormal floats left in the weights and the optimizer state
+(from the last checkpoint). Prints a markdown table; writes benchmarks/results/throughput.json.
+
+--flush shows what flushing subnormals to zero does, in this process only: all (what the trainer does: the
+training thread and PyTorch's intra-op threads), main (the training thread alone, as the trainer did before:
+torch.set_flush_denormal sets the calling thread's flags only) or off (torch.set_flush_denormal made a no-op;
+--no-flush-denormal is the same). Subnormals show in the optimizer state when flushing is off, or main with
+more than one thread.
+
+On a machine shared with other work, more threads than free cores make OpenMP's spinning threads wait on each
+other (a step can take 10× longer): use --threads 1, or OMP_WAIT_POLICY=PASSIVE to compare flushing modes.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import genlab
+import genlab.trainer
+from genlab.checkpoint import CHECKPOINT, atomic_write_json, load_tensors
+from genlab.data.images import FASHION_DIR
+from genlab.progress import quiet
+from genlab.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+IMAGES = "fashion-mnist" if Path(FASHION_DIR).is_dir() else "mnist5k"
+
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (model, options beside the defaults)
+    "lstm": ("lstm", {"data": "names"}),
+    "transformer": ("transformer", {"data": "names"}),
+    "vae-mlp": ("vae", {"data": IMAGES, "arch": "mlp", "batch_size": 128}),
+    "vae-conv": ("vae", {"data": IMAGES, "arch": "conv", "batch_size": 128}),
+    "gan": ("gan", {"data": IMAGES, "sample_interval": 0}),
+    # The default U-Net makes about a step a second on one core: half its width, for more steps.
+    "diffusion": ("diffusion", {"data": IMAGES, "base_channels": 16}),
+}
+# Training steps only: one validation (and checkpoint) at the end, after the budget; a log line every 10 steps.
+TRAIN = {"max_steps": 10_000_000, "eval_interval": 10_000_000, "eval_batches": 2, "log_interval": 10,
+         "seed": 1337, "device": "cpu"}
+
+
+def rss_mb() -> float:
+    """Resident memory of this process."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextlib.contextmanager
+def memory_at_log_lines() -> Iterator[dict[int, float]]:
+    """{step: resident MB} at each training log line of the runs inside the block (Trainer.log wrapped)."""
+    seen: dict[int, float] = {}
+    log = Trainer.log
+
+    def logging(self: Trainer, record: dict[str, Any]) -> None:
+        if record.get("split") == "train":
+            seen[record["step"]] = rss_mb()
+        log(self, record)
+
+    Trainer.log = logging  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        Trainer.log = log  # type: ignore[method-assign]
+
+
+def windows(records: list[dict], width: float, rss: dict[int, float]) -> list[dict]:
+    """Steps/s in consecutive windows of `width` seconds of training time, from the train log lines (the last,
+    partial window only when it spans at least half a window), with the resident memory at each window's end."""
+    points = [(0.0, 0)] + [(r["elapsed_s"], r["step"]) for r in records if r["split"] == "train"]
+    out, start = [], points[0]
+
+    def window(t: float, step: int) -> dict:
+        return {"start_s": round(start[0], 1), "end_s": round(t, 1), "steps": step - start[1],
+                "steps_per_s": round((step - start[1]) / (t - start[0]), 1), "rss_mb": round(rss.get(step, 0))}
+
+    for t, step in points[1:]:
+        if t - start[0] >= width:
+            out.append(window(t, step))
+            start = (t, step)
+    t, step = points[-1]
+    if t - start[0] >= width / 2:
+        out.append(window(t, step))
+    return out
+
+
+def subnormals(run: Path) -> dict[str, int]:
+    """Subnormal float32 values left in the last checkpoint: in the weights ("model"), in the optimizer state
+    ("optim") and per optimizer field ("optim exp_avg", ...), with the sizes ("total ...")."""
+    tensors, _ = load_tensors(run / CHECKPOINT)
+    counts = {"model": 0, "optim": 0, "total model": 0, "total optim": 0}
+    tiny = torch.finfo(torch.float32).tiny
+    for key, value in tensors.items():
+        part = key.split(".", 1)[0]
+        if part in ("model", "optim") and value.dtype == torch.float32:
+            n = int(((value != 0) & (value.abs() < tiny)).sum())
+            counts[part] += n
+            counts[f"total {part}"] += value.numel()
+            if part == "optim" and n:
+                field = f"optim {key.rsplit('.', 1)[1]}"
+                counts[field] = counts.get(field, 0) + n
+    return counts
+
+
+def run_one(name: str, seconds: float, window: float, workdir: Path) -> dict:
+    model, options = FAMILIES[name]
+    options = options | TRAIN | {"max_seconds": seconds}
+    out = workdir / name
+    with memory_at_log_lines() as rss, quiet():
+        summary = genlab.train(model, out, options)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rates = windows(records, window, rss)
+    if not rates:
+        raise SystemExit(f"{name}: {summary['steps']} steps in {summary['train_seconds']:.0f} s is less than one "
+                         f"window of --window {window} s with a log line every 10 steps")
+    first, last = rates[0]["steps_per_s"], rates[-1]["steps_per_s"]
+    return {
+        "name": name, "model": model, "options": options, "steps": summary["steps"],
+        "train_seconds": round(summary["train_seconds"], 1),
+        "first_steps_per_s": round(first, 1), "last_steps_per_s": round(last, 1),
+        "last_over_first": round(last / first, 3),
+        "min_over_first": round(min(r["steps_per_s"] for r in rates) / first, 3),
+        "rss_mb_first_window": rates[0]["rss_mb"], "rss_mb_last_window": rates[-1]["rss_mb"],
+        "subnormals": subnormals(out), "windows": rates,
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| family | data | steps | first steps/s | last steps/s | last/first | slowest/first "
+             "| RSS MB first → last | subnormals weights / optimizer |", "|" + "---|" * 9]
+    for r in rows:
+        sub = r["subnormals"]
+        lines.append(f"| {r['name']} | {r['options']['data']} | {r['steps']:,} | {r['first_steps_per_s']} | "
+                     f"{r['last_steps_per_s']} | {r['last_over_first']:.2f} | {r['min_over_first']:.2f} | "
+                     f"{r['rss_mb_first_window']} → {r['rss_mb_last_window']} | {sub['model']:,} / {sub['optim']:,} |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_at_end": os.getloadavg()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="training budget per family")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds of training per steps/s window")
+    parser.add_argument("--only", nargs="*", choices=sorted(FAMILIES), help="run only these")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--flush", choices=("all", "main", "off"), default="all",
+                        help="flush subnormal floats to zero on every thread (the trainer's way), on the training "
+                             "thread only (the trainer's way before), or not at all")
+    parser.add_argument("--no-flush-denormal", dest="flush", action="store_const", const="off",
+                        help="the same as --flush off")
+    parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json", help="JSON results")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.flush == "off":  # the trainer looks torch.set_flush_denormal up at each call
+        torch.set_flush_denormal = lambda mode: False  # type: ignore[assignment]
+    elif args.flush == "main":  # no OpenMP entry point: flush_denormals() sets the calling thread's flags alone
+        genlab.trainer._gomp_parallel = lambda: None  # type: ignore[attr-defined]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in FAMILIES:
+            if args.only and name not in args.only:
+                continue
+            rows.append(run_one(name, args.seconds, args.window, Path(tmp)))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "options"}), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out, {"machine": machine(), "seconds_per_run": args.seconds, "window_s": args.window,
+                                 "flush_denormal": args.flush, "runs": rows})
+    print(table(rows))
+    print(f"\nmachine: {machine()}; flush subnormals: {args.flush}")
+
+
+if __name__ == "__main__":
+    main()
