@@ -18,7 +18,6 @@ Seconds and tokens/s, for each side:
 
 import importlib.util
 import json
-import pickle
 import re
 import shutil
 import subprocess
@@ -154,10 +153,10 @@ def side_by_side(workdir: Path) -> dict:
 
     # The validation characters of each side: nanoGPT's val.bin, genlab's validation split (as `genlab eval`).
     data = workdir / "nanogpt" / "data" / "shakespeare_char"
-    with open(data / "meta.pkl", "rb") as f:
-        meta = pickle.load(f)  # written a few minutes ago by this run's prepare_char.py
+    # prepare_char.py numbers the sorted characters of the input (its meta.pkl says so; no need to unpickle it).
+    itos = sorted(set(INPUT.read_text()))
     nano_ids = torch.from_numpy(np.fromfile(data / "val.bin", dtype=np.uint16).astype(np.int64))
-    nano_text = "".join(meta["itos"][int(i)] for i in nano_ids)
+    nano_text = "".join(itos[int(i)] for i in nano_ids)
     models = {"nanogpt": load_nanogpt(workdir / "nanogpt")}
     # With targets nanoGPT returns the logits of every position (without, only the last); its loss is unused.
     scorers = {"nanogpt": (lambda x: models["nanogpt"](x, torch.zeros_like(x))[0], nano_ids)}

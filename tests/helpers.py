@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 TINY_TEXT = "".join(f"{w}\n" for w in ["anna", "emma", "olivia", "ava", "mia", "isabella", "sophia", "amelia",
                                        "harper", "evelyn", "abigail", "emily", "ella", "elizabeth", "camila"] * 8)
@@ -38,6 +39,20 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "genlab", *args], capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=timeout)
+
+
+def cli_in_process(args: list[object], monkeypatch: Any, capsys: Any) -> tuple[int, str, str]:
+    """`genlab ARGS` in this process, as the console script runs it: exit code, stdout, stderr."""
+    from genlab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["genlab", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def add_captions(path: Path) -> Path:

@@ -2,7 +2,6 @@
 bad input fails with one clear line; runs are never overwritten without --overwrite."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,27 +9,15 @@ import pytest
 import torch
 
 import genlab
-from genlab.cli import main
 from genlab.errors import ConfigError
 from genlab.tasks.images import balanced_labels, resolve_label
+from tests.helpers import cli_in_process as cli
 from tests.helpers import run_cli
 from tests.test_vae import SHAPES, make_tiny_npz
 
 QUIET = {"OMP_NUM_THREADS": "1"}  # tiny models on a shared machine: see tests/test_vae.py
 TRAIN = ["--max-steps", "30", "--batch-size", "16", "--hidden", "32", "--latent-dim", "4", "--eval-interval", "15",
          "--warmup-steps", "5"]
-
-
-def cli(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """Run `genlab ARGS` in this process (as the console script does): exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["genlab", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def assert_one_line_error(code: int, err: str, *needles: str) -> None:

@@ -2,15 +2,14 @@
 
 import io
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from genlab import progress
-from genlab.cli import main
 from genlab.progress import progress_bar
 from tests.helpers import TINY_TEXT, run_cli, tiny_options
+from tests.helpers import cli_in_process as cli
 
 
 class Terminal(io.StringIO):
@@ -62,18 +61,6 @@ def eager(monkeypatch: pytest.MonkeyPatch) -> None:
     """Progress lines from the first update, so that work of a second shows them (in a log: not a terminal)."""
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
     monkeypatch.setattr(progress, "QUIET_FOR", 0.0)
-
-
-def cli(args: list[object], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """`genlab ARGS` in this process, as the console script runs it: exit code, stdout, stderr."""
-    monkeypatch.setattr(sys, "argv", ["genlab", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_quiet_disables_bars_inside_the_block_only(eager: None) -> None:
