@@ -1,7 +1,7 @@
 """Training throughput over a run: does steps/s stay flat, for every family?
 
     .venv/bin/python benchmarks/throughput.py [--seconds 60] [--window 10] [--only NAME ...] [--threads N]
-                                              [--flush all|main|off] [--no-flush-denormal]
+                                              [--flush all|main|off] [--no-flush-denormal] [--plain-control]
 
 Trains each family for --seconds on built-in data at its default size (the LSTM and the Transformer on
 `names`; the MLP and conv VAEs, the DCGAN and a smaller diffusion U-Net on Fashion-MNIST, or mnist5k where
@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,30 @@ def machine() -> dict[str, Any]:
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_at_end": os.getloadavg()}
 
 
+def plain_control(seconds: float, window: float) -> list[float]:
+    """Steps/s per window of a plain PyTorch loop with no genlab code: an MLP autoencoder on one fixed batch of 128
+    random "images", fused AdamW, subnormals flushed on the calling thread. Whether a slowdown is the machine's."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 64), torch.nn.ReLU(),
+                              torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 784))
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, fused=True)
+    x = torch.rand(128, 784)
+    torch.set_flush_denormal(True)
+    rates, steps, start = [], 0, time.perf_counter()
+    last = start
+    while (now := time.perf_counter()) - start < seconds:
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        steps += 1
+        if now - last >= window:
+            rates.append(round(steps / (now - last), 1))
+            steps, last = 0, now
+    torch.set_flush_denormal(False)
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="training budget per family")
@@ -170,6 +195,8 @@ def main() -> None:
                              "thread only (the trainer's way before), or not at all")
     parser.add_argument("--no-flush-denormal", dest="flush", action="store_const", const="off",
                         help="the same as --flush off")
+    parser.add_argument("--plain-control", action="store_true",
+                        help="also time a plain PyTorch loop (no genlab code): is a slowdown the machine's?")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json", help="JSON results")
     args = parser.parse_args()
     if args.threads:
@@ -185,10 +212,13 @@ def main() -> None:
                 continue
             rows.append(run_one(name, args.seconds, args.window, Path(tmp)))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "options"}), flush=True)
+    control = plain_control(args.seconds, args.window) if args.plain_control else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, {"machine": machine(), "seconds_per_run": args.seconds, "window_s": args.window,
-                                 "flush_denormal": args.flush, "runs": rows})
+                                 "flush_denormal": args.flush, "runs": rows, "plain_control_steps_per_s": control})
     print(table(rows))
+    if control is not None:
+        print(f"\nplain PyTorch loop (no genlab), steps/s per {args.window:g} s window: {control}")
     print(f"\nmachine: {machine()}; flush subnormals: {args.flush}")
 
 
