@@ -106,7 +106,9 @@ class SelfAttention(_Attention):
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         B, C, H, W = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
-        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, H·W, C/heads)
+        # Contiguous copies: on the CPU, SDPA over these transposed views runs several times slower (4.7× forward,
+        # 1.9× forward + backward at 14×14, batch 32) than over the copies.
+        h = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # (B, heads, H·W, C/heads)
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
@@ -124,7 +126,8 @@ class CrossAttention(_Attention):
         B, C, H, W = x.shape
         q = self.q(self.norm(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)  # (B, h, HW, c)
         k, v = self.kv(tokens).reshape(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, L, c)
-        h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        h = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(),  # as in SelfAttention
+                                           attn_mask=mask[:, None, None, :])
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
