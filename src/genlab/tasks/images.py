@@ -59,7 +59,7 @@ from genlab.data.images import (
     save_image_grid,
     to_model_range,
 )
-from genlab.distributed import DistInfo, pick_device
+from genlab.distributed import DistInfo
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.models.gan.adversarial import pooled_frechet_distance
 from genlab.pipelines.images import generate_uint8, sampling_options
@@ -256,7 +256,7 @@ class ImageGenTask(NeuralTask):
         cls = get_model_class(config["model"])
         if not getattr(cls, "tune_by_sample_fd", False):
             return super().tune_objective(run, summary)
-        model = cls.from_run(run, config, pick_device("auto"))
+        model = cls.from_run(run, config, "auto")
         artifacts = self.load_artifacts(run, config)
         ds = self.dataset(config)
         n = min(TUNE_SAMPLES, len(ds.splits["valid"]))

@@ -38,8 +38,9 @@ class Counts:
     """Output of the count stage: raw counts of every order over `<s> w1 .. wk </s>` sentences.
 
     rows[n-1]: (M_n, n) uint32 sorted unique n-grams (rows[0] holds every id 0..V-1, unseen ones count 0);
-    counts[n-1]: int64 counts aligned with the rows; index: lookup structure over the rows. `keys` and
-    `suffixes`, when the count stage knows them (RawCounts), save looking them up.
+    counts[n-1]: int64 counts aligned with the rows; index: lookup structure over the rows; suffixes[n-1] (n >= 2):
+    row in table n-1 of each n-gram's suffix. `keys` and `suffixes` come from the count stage (RawCounts); when
+    absent they are looked up here, once.
     """
 
     vocab_size: int
@@ -48,12 +49,12 @@ class Counts:
     keys: list[np.ndarray] | None = None
     suffixes: list[np.ndarray] | None = None
     index: NgramIndex = field(init=False)
-    _suffixes: dict[int, np.ndarray] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.index = NgramIndex(self.rows, self.vocab_size, self.keys)
-        if self.suffixes is not None:
-            self._suffixes = {n: s for n, s in enumerate(self.suffixes, 1) if n >= 2}
+        if self.suffixes is None:
+            self.suffixes = [np.zeros(0, np.int64)] + [self.index.lookup(r[:, 1:]) for r in self.rows[1:]]
+            assert all(np.all(s >= 0) for s in self.suffixes), "a corpus's counts hold their n-grams' suffixes"
 
     @property
     def order(self) -> int:
@@ -66,13 +67,8 @@ class Counts:
         return (self.index.keys[n - 1] // np.uint64(self.vocab_size)).astype(np.int64)
 
     def suffix_of(self, n: int) -> np.ndarray:
-        """Row in table n-1 of each order-n n-gram's suffix w2..wn (the lower-order n-gram it backs off to);
-        looked up once per order (adjust_counts and interpolate both need it)."""
-        if n not in self._suffixes:
-            suffix = self.index.lookup(self.rows[n - 1][:, 1:])
-            assert np.all(suffix >= 0), "counts from a corpus always contain the suffixes of their n-grams"
-            self._suffixes[n] = suffix
-        return self._suffixes[n]
+        """Row in table n-1 of each order-n n-gram's suffix w2..wn (the lower-order n-gram it backs off to)."""
+        return self.suffixes[n - 1]
 
     def n_contexts(self, n: int) -> int:
         return 1 if n == 1 else len(self.rows[n - 2])
