@@ -1,4 +1,4 @@
-"""Hyper-parameter search side by side: the default config, random search, and TPE with median pruning.
+"""Hyper-parameter search side by side: the default config, random search, and TPE with pruning (ASHA).
 
     .venv/bin/python benchmarks/tune.py [--budget 600] [--trial-seconds 60] [--only shakespeare vae]
                                         [--arms default random tpe+pruning] [--seed 0]
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ TASKS = {
     "vae": ("vae", {"data": "mnist5k", "batch_size": 128, "eval_interval": 200, "eval_batches": 10}, 0.5, None),
 }
 ARMS = {"default": None, "random": TuneOptions(sampler="random", pruner="none"),
-        "tpe+pruning": TuneOptions(sampler="tpe", pruner="median")}
+        "tpe+pruning": TuneOptions(sampler="tpe", pruner="asha")}
 
 
 def run_arm(task: str, arm: str, budget: float, trial_seconds: float, workdir: Path, seed: int = 0) -> dict:
@@ -47,6 +48,7 @@ def run_arm(task: str, arm: str, budget: float, trial_seconds: float, workdir: P
                 "failed": 0, "seconds": round(time.perf_counter() - start, 1)}
     opts = TuneOptions(**{**vars(ARMS[arm]), "trials": 10**6, "timeout": budget, "sampler_seed": seed})
     study = workdir / task / (arm if seed == 0 else f"{arm}-seed{seed}")
+    shutil.rmtree(study, ignore_errors=True)  # a fresh study: continuing an earlier one would count its trials
     summary = tune(model, study, fixed, opts)
     counts = summary["trials"]
     return {"task": task, "arm": arm, "seed": seed, "best_val": summary.get("best_value"),

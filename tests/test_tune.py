@@ -72,7 +72,7 @@ def test_bad_search_spaces(tmp_path: Path, text: str, match: str) -> None:
 
 def test_a_study_prunes_keeps_the_best_config_and_continues(corpus: Path, tmp_path: Path) -> None:
     folder = tmp_path / "study"
-    opts = TuneOptions(trials=6, sampler_seed=1)
+    opts = TuneOptions(trials=6, sampler_seed=1, pruner="median")
     first = tune("transformer", folder, gpt_options(corpus), opts)
     study = load_study(folder)
     states = [t.state.name for t in study.trials]
@@ -84,8 +84,10 @@ def test_a_study_prunes_keeps_the_best_config_and_continues(corpus: Path, tmp_pa
         assert run.parent == (folder / "trials").resolve() and (run / "config.json").is_file()
         config = json.loads((run / "config.json").read_text())
         assert config["train"]["max_steps"] == 30 and config["model_config"]["dropout"] == t.params["dropout"]
-        assert sorted(t.intermediate_values) == ([10, 20, 30] if t.state.name == "COMPLETE" else
-                                                 sorted(t.intermediate_values))
+        # the pruner's steps are percents of the budget: validations at 33%, 66% and 100%, carried between
+        if t.state.name == "COMPLETE":
+            assert sorted(t.intermediate_values) == list(range(33, 101))
+            assert t.intermediate_values[33] == t.intermediate_values[65] != t.intermediate_values[66]
     best = study.best_trial
     assert first["best_value"] == best.value == min(t.value for t in study.trials if t.state.name == "COMPLETE")
     # the best trial's value is its run's best validation loss, and its config file reproduces it
@@ -95,24 +97,37 @@ def test_a_study_prunes_keeps_the_best_config_and_continues(corpus: Path, tmp_pa
     again = genlab.train("transformer", tmp_path / "again", config_file=folder / "best_config.yaml")
     assert again["best_val"] == pytest.approx(best.value, rel=1e-5)
     # running again continues the same study up to the new total
-    tune("transformer", folder, gpt_options(corpus), TuneOptions(trials=8, sampler_seed=1))
+    tune("transformer", folder, gpt_options(corpus), TuneOptions(trials=8, sampler_seed=1, pruner="median"))
     assert len(load_study(folder).trials) == 8
+
+
+def lr_study(corpus: Path, tmp_path: Path, pruner: str, lrs: list[float]) -> list:
+    """A study of enqueued trials that differ only in their learning rate; its trials once run."""
+    folder, space = tmp_path / "study", tmp_path / "space.yaml"
+    space.write_text(f"lr: {sorted(set(lrs))}\n" + "".join(f"{k}: null\n" for k in
+                                                          ("n_layer", "n_head", "n_embd", "dropout", "weight_decay")))
+    opts = TuneOptions(trials=len(lrs), space_file=space, pruner=pruner)
+    fixed = gpt_options(corpus)
+    study = open_study("transformer", folder, fixed, search_space("transformer", set(fixed), space), opts)
+    for lr in lrs:
+        study.enqueue_trial({"lr": lr})
+    tune("transformer", folder, fixed, opts)
+    return load_study(folder).trials
 
 
 def test_the_median_pruner_stops_a_trial_behind_the_others(corpus: Path, tmp_path: Path) -> None:
     """Three good trials, then one with a learning rate so low that it cannot keep up: pruned at its first check."""
-    folder, space = tmp_path / "study", tmp_path / "space.yaml"
-    space.write_text("lr: [0.003, 0.00001]\n" + "".join(f"{k}: null\n" for k in
-                                                       ("n_layer", "n_head", "n_embd", "dropout", "weight_decay")))
-    opts = TuneOptions(trials=4, space_file=space)
-    fixed = gpt_options(corpus)
-    study = open_study("transformer", folder, fixed, search_space("transformer", set(fixed), space), opts)
-    for lr in (0.003, 0.003, 0.003, 0.00001):
-        study.enqueue_trial({"lr": lr})
-    tune("transformer", folder, fixed, opts)
-    trials = load_study(folder).trials
+    trials = lr_study(corpus, tmp_path, "median", [0.003, 0.003, 0.003, 0.00001])
     assert [t.state.name for t in trials] == ["COMPLETE"] * 3 + ["PRUNED"]
-    assert trials[-1].params["lr"] == 0.00001 and trials[-1].last_step == 10
+    assert trials[-1].params["lr"] == 0.00001 and trials[-1].last_step == 33  # percent of its budget
+
+
+def test_successive_halving_lets_only_the_leaders_go_on(corpus: Path, tmp_path: Path) -> None:
+    """ASHA: the first trial sets the bar; a worse one stops at the first rung it reaches (33% here, past the
+    10% and 30% rungs), an equal one goes on."""
+    trials = lr_study(corpus, tmp_path, "asha", [0.003, 0.00001, 0.003])
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED", "COMPLETE"]
+    assert trials[1].last_step == 33 and trials[2].value == pytest.approx(trials[0].value)
 
 
 def test_failed_trials_are_recorded_and_the_study_goes_on(corpus: Path, tmp_path: Path) -> None:

@@ -65,9 +65,10 @@ def saved_configs(cls: type, run: RunDir, overrides: dict[str, Any]) -> dict[str
 
 def train(model: str, out: str | Path, overrides: dict[str, Any] | None = None, config_file: Path | None = None,
           overwrite: bool = False, resume: bool = False,
-          on_validation: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+          on_validation: Callable[[int, float, float], None] | None = None) -> dict[str, Any]:
     """Train `model` into run directory `out`; returns a summary (steps, best validation loss, seconds).
-    `on_validation(step, loss)`: called after each periodic validation (neural models), e.g. a tuner's pruner."""
+    `on_validation(step, loss, progress)`: called after each periodic validation (neural models) with the fraction
+    of the training budget used, e.g. a tuner's pruner."""
     overrides = dict(overrides or {})
     cls = get_model_class(model)
     run = RunDir(out)

@@ -343,8 +343,9 @@ def tune(
     space: Annotated[Path | None, typer.Option(help="YAML search space: option: {low, high[, log][, int]} | "
                                                     "[choices] | null, over the declared ranges")] = None,
     sampler: Annotated[str, typer.Option(help="tpe or random")] = "tpe",
-    pruner: Annotated[str, typer.Option(help="median (stop trials whose validation loss trails the median) "
-                                             "or none")] = "median",
+    pruner: Annotated[str, typer.Option(help="asha (successive halving: at 10%, 30% and 90% of the budget the "
+                                             "best third goes on), median (stop trials whose validation loss "
+                                             "trails the median) or none")] = "asha",
     sampler_seed: Annotated[int, typer.Option(help="seed of the sampler")] = 0,
     study_name: Annotated[str, typer.Option(help="name of the study in its storage")] = "genlab",
     worker: Annotated[int, typer.Option(hidden=True)] = 0,

@@ -309,8 +309,8 @@ def comparison_report(paths: Sequence[str | Path]) -> str:
 SQLITE = "sqlite:///"
 PLOTS = {  # Optuna's matplotlib plots in the order shown: (name, what it shows)
     "plot_optimization_history": ("optimization history", "each completed trial's value and the best so far"),
-    "plot_intermediate_values": ("intermediate values", "each trial's reported value against the training step; "
-                                                        "pruned trials stop early"),
+    "plot_intermediate_values": ("intermediate values", "each trial's validation loss against the percent of its "
+                                                        "training budget used; pruned trials stop early"),
     "plot_parallel_coordinate": ("parallel coordinates", "each completed trial's parameters and value"),
     "plot_param_importances": ("parameter importances", "how much of the value's variation each parameter "
                                                         "explains (fANOVA)"),

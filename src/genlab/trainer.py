@@ -258,10 +258,11 @@ class Trainer:
         cfg: TrainConfig,
         dist: DistInfo,
         run: RunDir | None = None,
-        on_validation: Callable[[int, float], None] | None = None,
+        on_validation: Callable[[int, float, float], None] | None = None,
     ):
-        """`on_validation(step, loss)` is called after each periodic validation (main process): what `genlab tune`
-        feeds its pruner; it may raise to stop training (a pruned trial)."""
+        """`on_validation(step, loss, progress)` is called after each periodic validation (main process), with the
+        fraction of the budget used (`progress()`): what `genlab tune` feeds its pruner; it may raise to stop
+        training (a pruned trial)."""
         self.model = model.to(dist.device)
         self.on_validation = on_validation
         self.train_batch = train_batch
@@ -352,12 +353,15 @@ class Trainer:
     def elapsed_now(self) -> float:
         return self.elapsed + (time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0)
 
-    def progress(self) -> float:
+    def local_progress(self) -> float:
         """Fraction of the budget used: steps, or time when --max-seconds is the tighter bound."""
         p = self.step / self.cfg.max_steps
         if self.cfg.max_seconds is not None:
             p = max(p, self.elapsed_now() / self.cfg.max_seconds)
-        return all_reduce_max(p, self.dist)  # every rank must agree on lr and on when to stop
+        return p
+
+    def progress(self) -> float:
+        return all_reduce_max(self.local_progress(), self.dist)  # every rank must agree on lr and on when to stop
 
     def validate(self) -> float:
         self.model.eval()
@@ -376,7 +380,7 @@ class Trainer:
                 self.save_best()
         self.save_checkpoint()
         if self.on_validation is not None and self.dist.is_main and self.val_data is not None:
-            self.on_validation(self.step, val)
+            self.on_validation(self.step, val, self.local_progress())
 
     # --- the loop ---
 

@@ -5,7 +5,12 @@
 Every option given applies to every trial; the others with a search range (declared beside each config field,
 `option(..., search=Range(...))`, or given in a YAML file with `--space`) are what the sampler (TPE, or random)
 suggests. Each trial is an ordinary run directory, DIR/trials/trial-NNNN. Trials report their periodic
-validation loss to a median pruner, which stops the unpromising ones early. The objective is what each family
+validation loss to a pruner, which stops the unpromising ones early: successive halving (ASHA, the default: at
+10%, 30% and 90% of the budget only the best third of the trials that got there goes on) or the median rule (stop
+a trial that trails the median of the finished ones). The pruner compares trials at equal fractions of their
+budget (its "steps" are percent of --max-steps, or of --max-seconds when time is the bound):
+under a time budget a fast small model and a slow wide one are judged at the same elapsed time, where the learning
+rate schedule, which follows time, also stands at the same point. The objective is what each family
 already reports: the best validation loss (cross-entropy for LMs, the negative ELBO for VAEs, the pooled FD of
 a GAN), a diffusion model's pooled FD of samples against validation images, an n-gram model's validation
 perplexity (the task's `tune_objective`).
@@ -37,7 +42,8 @@ from genlab.tasks import task_for
 STUDY_FILE = "study.json"
 BEST_CONFIG = "best_config.yaml"
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "none")
+PRUNERS = ("asha", "median", "none")
+PRUNER_WARMUP_PERCENT = 10  # no pruning in the first 10% of a trial's budget, where learning curves still cross
 
 
 @dataclass
@@ -48,7 +54,7 @@ class TuneOptions:
     storage: str | None = None  # any database URL Optuna accepts; default sqlite:///DIR/study.db
     space_file: Path | None = None  # YAML: option -> {low, high[, log][, int]} | [choices] | null
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "asha"
     sampler_seed: int = 0
     study_name: str = "genlab"
 
@@ -151,12 +157,11 @@ def open_study(model: str, study_dir: Path, fixed: dict[str, Any], space: dict[s
     # A heartbeat lets the next run mark the trials of a killed process as failed instead of running forever.
     storage = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
     seed = opts.sampler_seed + worker  # each worker its own random start
-    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=5) if opts.sampler == "tpe"
+    # Multivariate TPE models the options jointly (width and learning rate interact); 5 random trials start it.
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=5, multivariate=True) if opts.sampler == "tpe"
                else optuna.samplers.RandomSampler(seed=seed))
-    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0) if opts.pruner == "median"
-              else optuna.pruners.NopPruner())
     study = optuna.create_study(storage=storage, study_name=opts.study_name, direction="minimize", sampler=sampler,
-                                pruner=pruner, load_if_exists=True)
+                                pruner=_pruner(optuna, opts.pruner), load_if_exists=True)
     made_for = study.user_attrs.get("genlab_model")
     if made_for is not None and made_for != model:
         raise ConfigError(f"the study {opts.study_name!r} at {url} was made for {made_for!r}, not {model!r}; choose "
@@ -171,6 +176,16 @@ def open_study(model: str, study_dir: Path, fixed: dict[str, Any], space: dict[s
               f"trials use {fixed}, so their values may not compare", file=sys.stderr)
     atomic_write_json(study_dir / STUDY_FILE, {"storage": url, "study_name": opts.study_name, "model": model})
     return study
+
+
+def _pruner(optuna: Any, name: str) -> Any:
+    if name == "asha":
+        # Asynchronous successive halving (Li et al. 2020), which Optuna's documentation pairs with TPE: rungs at
+        # 10%, 30% and 90% of the budget, a third of the trials that reach a rung go on.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=PRUNER_WARMUP_PERCENT, reduction_factor=3)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=PRUNER_WARMUP_PERCENT)
+    return optuna.pruners.NopPruner()
 
 
 def tune(model: str, study_dir: str | Path, overrides: dict[str, Any] | None = None,
@@ -193,10 +208,23 @@ def tune(model: str, study_dir: str | Path, overrides: dict[str, Any] | None = N
         run = study_dir / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run.resolve()))
 
-        def report(step: int, loss: float) -> None:
-            trial.report(loss, step)
+        reported: dict[int, float] = {}
+
+        def report(step: int, loss: float, progress: float) -> None:
+            # The pruner's step is the percent of the budget used. Percents passed since the last validation get
+            # the loss measured then (what was known at that point), so every trial has a value at every percent
+            # from its first validation on, and any two compare at equal progress.
+            percent = min(int(progress * 100), 100)
+            if percent in reported:
+                return
+            last = max(reported, default=None)
+            for passed in range(last + 1 if last is not None else percent, percent):
+                reported[passed] = reported[last]
+                trial.report(reported[last], passed)
+            reported[percent] = loss
+            trial.report(loss, percent)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"validation loss {loss:.4g} at step {step}")
+                raise optuna.TrialPruned(f"validation loss {loss:.4g} at step {step} ({percent}% of the budget)")
 
         try:
             summary = api.train(model, run, {**fixed, **params}, overwrite=True, on_validation=report)
@@ -246,7 +274,8 @@ def _start_worker(model: str, study_dir: Path, fixed: dict[str, Any], opts: Tune
 def _print_trial(study: Any, trial: Any) -> None:
     if trial.state.name == "PRUNED":
         step = trial.last_step
-        shown = f"pruned at step {step} ({trial.intermediate_values[step]:.5g})" if step is not None else "pruned"
+        shown = (f"pruned at {step}% of its budget ({trial.intermediate_values[step]:.5g})" if step is not None
+                 else "pruned")
     else:
         shown = f"{trial.value:.5g}" if trial.value is not None else trial.state.name.lower()
     why = trial.user_attrs.get("error")

@@ -39,7 +39,7 @@ class NeuralTask:
         raise NotImplementedError
 
     def train(self, name: str, model_cls: type, cfg: dict[str, Any], run: RunDir, overwrite: bool,
-              resume: bool, on_validation: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+              resume: bool, on_validation: Callable[[int, float, float], None] | None = None) -> dict[str, Any]:
         train_cfg: TrainConfig = cfg["train"]
         dist = setup(train_cfg.device)
         finished = False
