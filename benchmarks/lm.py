@@ -59,7 +59,7 @@ def run_one(name: str, model: str, options: dict, seconds: float, workdir: Path)
     tokens = summary["steps"] * options["batch_size"] * options["seq_len"]
     row = {"name": name, "model": model, "options": options, "steps": summary["steps"],
            "train_seconds": round(summary["train_seconds"], 1), "wall_seconds": round(wall, 1),
-           "tokens_per_s": round(tokens / summary["train_seconds"]),
+           "tokens_per_s": round(tokens / summary["train_seconds"]), "threads": torch.get_num_threads(),
            "params": sum(p.numel() for p in genlab.load(out).parameters())}
     for split in ("valid", "test") if options.get("test_fraction", 0.1) > 0 or "ptb" in name else ("valid",):
         report = genlab.evaluate(out, split=split, write=False)

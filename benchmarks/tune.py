@@ -11,12 +11,15 @@ Prints a table and writes benchmarks/results/tune.json; each study's report is w
 """
 
 import argparse
+import fcntl
 import json
 import os
 import platform
 import shutil
 import time
 from pathlib import Path
+
+import torch
 
 import genlab
 from genlab.checkpoint import atomic_write_json
@@ -30,9 +33,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "tune.json"
 TASKS = {
     "shakespeare": ("transformer", {"data": str(SHARED / "tinyshakespeare" / "input.txt"), "tokenizer": "char",
                                     "split": "block", "valid_fraction": 0.1, "test_fraction": 0.0, "seq_len": 64,
-                                    "batch_size": 32, "eval_interval": 100, "eval_batches": 20},
+                                    "batch_size": 32, "eval_batches": 20},
                     1.0, SHARED / "tinyshakespeare" / "input.txt"),
-    "vae": ("vae", {"data": "mnist5k", "batch_size": 128, "eval_interval": 200, "eval_batches": 10}, 0.5, None),
+    "vae": ("vae", {"data": "mnist5k", "batch_size": 128, "eval_batches": 10}, 0.5, None),
 }
 ARMS = {"default": None, "random": TuneOptions(sampler="random", pruner="none"),
         "tpe+pruning": TuneOptions(sampler="tpe", pruner="asha")}
@@ -40,7 +43,11 @@ ARMS = {"default": None, "random": TuneOptions(sampler="random", pruner="none"),
 
 def run_arm(task: str, arm: str, budget: float, trial_seconds: float, workdir: Path, seed: int = 0) -> dict:
     model, fixed, fraction, _ = TASKS[task]
-    fixed = fixed | {"max_seconds": trial_seconds * fraction, "max_steps": 10**9, "seed": 1337}
+    # Validation on a clock, a tenth of the trial's time apart: every trial, fast or slow per step, is seen by the
+    # pruner at the same fractions of its budget (a step interval would show slow models rarely, pruned late).
+    seconds = trial_seconds * fraction
+    fixed = fixed | {"max_seconds": seconds, "max_steps": 10**9, "eval_interval": 10**9, "eval_seconds": seconds / 10,
+                     "seed": 1337}
     start = time.perf_counter()
     if ARMS[arm] is None:
         summary = genlab.train(model, workdir / task / "default", fixed, overwrite=True)
@@ -58,6 +65,19 @@ def run_arm(task: str, arm: str, budget: float, trial_seconds: float, workdir: P
             "seconds": round(time.perf_counter() - start, 1), "report": summary.get("report")}
 
 
+def save(row: dict) -> None:
+    """Add `row` to the results file, replacing an earlier row of its task, arm and seed. Rows of other tasks and
+    arms are kept, so each can be rerun alone, also by benchmark processes running side by side (a lock)."""
+    key = lambda r: (r["task"], r["arm"], r.get("seed", 0))  # noqa: E731
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        earlier = json.loads(RESULTS.read_text())["rows"] if RESULTS.is_file() else []
+        kept = [r for r in earlier if key(r) != key(row)]
+        atomic_write_json(RESULTS, {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                                    "rows": kept + [row]})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget", type=float, default=600, help="seconds of trials per search arm")
@@ -67,8 +87,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the searches' sampler seed")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "bench-tune")
     args = parser.parse_args()
-    # Rows of other tasks from earlier runs are kept, so each task can be rerun alone.
-    earlier = json.loads(RESULTS.read_text())["rows"] if RESULTS.is_file() else []
     rows: list[dict] = []
     for task in args.only:
         data_file = TASKS[task][3]
@@ -80,11 +98,9 @@ def main() -> None:
             row = run_arm(task, arm, args.budget, args.trial_seconds, args.workdir, args.seed)
             row["command"] = (f"benchmarks/tune.py --budget {args.budget:g} --trial-seconds {args.trial_seconds:g} "
                               f"--only {task} --arms {arm} --seed {args.seed}")
+            row["threads"] = torch.get_num_threads()
             rows.append(row)
-            key = lambda r: (r["task"], r["arm"], r.get("seed", 0))  # noqa: E731
-            kept = [r for r in earlier if key(r) not in {key(n) for n in rows}]
-            atomic_write_json(RESULTS, {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                                        "rows": kept + rows})
+            save(row)
     print("\n| task | arm | seed | best validation loss | trials (complete / pruned / failed) | seconds |")
     print("|---|---|---|---|---|---|")
     for r in rows:

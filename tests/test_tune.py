@@ -196,3 +196,18 @@ def test_two_workers_share_one_study_and_ctrl_c_marks_the_trial(corpus: Path, tm
     assert interrupted.state.name == "FAIL" and "interrupted" in interrupted.user_attrs["error"]
     r = run_cli(*args[:4], "--trials", str(len(trials) + 2), *opts, env=QUIET, timeout=600)
     assert r.returncode == 0 and len(load_study(folder).trials) == len(trials) + 2
+
+
+def test_eval_seconds_validates_on_a_clock(corpus: Path, tmp_path: Path) -> None:
+    """--eval-seconds adds validations by training time (what a time-budgeted trial's pruner needs); each is
+    reported once, with the fraction of the budget used, and the end of training adds none twice."""
+    def validations(**extra: object) -> list[tuple[int, float]]:
+        seen: list[tuple[int, float]] = []
+        genlab.train("transformer", tmp_path / f"run{len(extra)}", gpt_options(corpus, max_steps=7,
+                     eval_interval=1000, **extra), on_validation=lambda step, loss, progress: seen.append((step, progress)))
+        return seen
+
+    assert validations() == [(7, 1.0)]  # steps alone: only the final validation
+    clocked = validations(eval_seconds=1e-9)  # every step is past a nanosecond
+    assert [step for step, _ in clocked] == list(range(1, 8))
+    assert [progress for _, progress in clocked] == pytest.approx([s / 7 for s in range(1, 8)])

@@ -21,8 +21,8 @@ from genlab.registry import get_model_class
 from genlab.tasks import task_for
 
 # Options that may change when a run is resumed; anything else would make it a different run.
-RESUMABLE_OPTIONS = {"max_steps", "max_seconds", "eval_interval", "eval_batches", "log_interval", "device",
-                     "precision", "tensorboard"}
+RESUMABLE_OPTIONS = {"max_steps", "max_seconds", "eval_interval", "eval_seconds", "eval_batches", "log_interval",
+                     "device", "precision", "tensorboard"}
 
 
 SAVED_SECTION = {"model": "model_config"}  # config.json key of each config section, where it differs

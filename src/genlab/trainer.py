@@ -53,6 +53,8 @@ class TrainConfig:
     beta2: float = option(0.99, "AdamW beta2")
     grad_clip: float = option(1.0, "clip the global gradient norm to this; 0 disables")
     eval_interval: int = option(250, "validate and checkpoint every this many steps")
+    eval_seconds: float | None = option(None, "also validate and checkpoint every this many seconds of training "
+                                              "(e.g. what a time-budgeted tuning trial needs for its pruner)")
     eval_batches: int = option(50, "validation batches per periodic evaluation (`genlab eval` uses all)")
     log_interval: int = option(10, "steps between metric log lines")
     seed: int = option(1337, "random seed for initialisation, data order and dropout")
@@ -67,8 +69,9 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.lr <= 0:
             raise ConfigError("--lr must be positive")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ConfigError("--max-seconds must be positive")
+        for name in ("max_seconds", "eval_seconds"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
@@ -363,6 +366,15 @@ class Trainer:
     def progress(self) -> float:
         return all_reduce_max(self.local_progress(), self.dist)  # every rank must agree on lr and on when to stop
 
+    def validation_due(self) -> bool:
+        """--eval-seconds: has that much training time passed since the last timed validation (all ranks agree)?"""
+        if self.cfg.eval_seconds is None:
+            return False
+        due = all_reduce_max(float(self.elapsed_now() >= self._next_eval_seconds), self.dist) > 0
+        if due:
+            self._next_eval_seconds = self.elapsed_now() + self.cfg.eval_seconds
+        return due
+
     def validate(self) -> float:
         self.model.eval()
         with torch.no_grad():
@@ -407,6 +419,8 @@ class Trainer:
         window: dict[str, float] = {}
         window_items, window_t = 0.0, time.perf_counter()
         interrupted = False
+        validated_at = self.step if self.step % cfg.eval_interval == 0 and self.step > 0 else -1
+        self._next_eval_seconds = self.elapsed_now() + (cfg.eval_seconds or math.inf)
         try:
             while self.step < cfg.max_steps:
                 progress = self.progress()
@@ -439,14 +453,17 @@ class Trainer:
                                     | {f"{item_name}/s": f"{rate:,.0f}"}, refresh=False)
                     window, window_items, window_t = {}, 0.0, now
                 bar.update(1)
-                if self.step % cfg.eval_interval == 0:
+                if self.step % cfg.eval_interval == 0 or self.validation_due():
                     self.end_of_interval()
+                    validated_at = self.step
         except KeyboardInterrupt:
             interrupted = True
         finally:
             bar.close()
-        if self.step % cfg.eval_interval != 0 or interrupted:
-            self.end_of_interval() if not interrupted else self.save_checkpoint()
+        if interrupted:
+            self.save_checkpoint()
+        elif validated_at != self.step:
+            self.end_of_interval()
         if self.tb is not None:
             self.tb.close()
         return {"steps": self.step, "best_val": self.best_val, "interrupted": interrupted,

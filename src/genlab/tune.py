@@ -180,8 +180,8 @@ def open_study(model: str, study_dir: Path, fixed: dict[str, Any], space: dict[s
 
 def _pruner(optuna: Any, name: str) -> Any:
     if name == "asha":
-        # Asynchronous successive halving (Li et al. 2020), which Optuna's documentation pairs with TPE: rungs at
-        # 10%, 30% and 90% of the budget, a third of the trials that reach a rung go on.
+        # Asynchronous successive halving (Li et al. 2020): rungs at 10%, 30% and 90% of the budget, a third of the
+        # trials that reach a rung go on. One bracket: Hyperband's several would split a short study's few trials.
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=PRUNER_WARMUP_PERCENT, reduction_factor=3)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=PRUNER_WARMUP_PERCENT)
