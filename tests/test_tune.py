@@ -203,8 +203,9 @@ def test_eval_seconds_validates_on_a_clock(corpus: Path, tmp_path: Path) -> None
     reported once, with the fraction of the budget used, and the end of training adds none twice."""
     def validations(**extra: object) -> list[tuple[int, float]]:
         seen: list[tuple[int, float]] = []
-        genlab.train("transformer", tmp_path / f"run{len(extra)}", gpt_options(corpus, max_steps=7,
-                     eval_interval=1000, **extra), on_validation=lambda step, loss, progress: seen.append((step, progress)))
+        options = gpt_options(corpus, max_steps=7, eval_interval=1000, **extra)
+        genlab.train("transformer", tmp_path / f"run{len(extra)}", options,
+                     on_validation=lambda step, loss, progress: seen.append((step, progress)))
         return seen
 
     assert validations() == [(7, 1.0)]  # steps alone: only the final validation
