@@ -419,7 +419,7 @@ class Trainer:
         window: dict[str, float] = {}
         window_items, window_t = 0.0, time.perf_counter()
         interrupted = False
-        validated_at = self.step if self.step % cfg.eval_interval == 0 and self.step > 0 else -1
+        validated_at = self.step if self.step % cfg.eval_interval == 0 else -1  # a resumed run's last validation
         self._next_eval_seconds = self.elapsed_now() + (cfg.eval_seconds or math.inf)
         try:
             while self.step < cfg.max_steps:

@@ -208,20 +208,20 @@ def tune(model: str, study_dir: str | Path, overrides: dict[str, Any] | None = N
         run = study_dir / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run_dir", str(run.resolve()))
 
-        reported: dict[int, float] = {}
+        last: tuple[int, float] | None = None  # (percent, loss) of the last report
 
         def report(step: int, loss: float, progress: float) -> None:
             # The pruner's step is the percent of the budget used. Percents passed since the last validation get
             # the loss measured then (what was known at that point), so every trial has a value at every percent
             # from its first validation on, and any two compare at equal progress.
+            nonlocal last
             percent = min(int(progress * 100), 100)
-            if percent in reported:
-                return
-            last = max(reported, default=None)
-            for passed in range(last + 1 if last is not None else percent, percent):
-                reported[passed] = reported[last]
-                trial.report(reported[last], passed)
-            reported[percent] = loss
+            if last is not None:
+                if percent <= last[0]:
+                    return
+                for passed in range(last[0] + 1, percent):
+                    trial.report(last[1], passed)
+            last = (percent, loss)
             trial.report(loss, percent)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"validation loss {loss:.4g} at step {step} ({percent}% of the budget)")
