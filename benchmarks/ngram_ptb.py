@@ -9,7 +9,9 @@ Corpus: PTB with <unk> renamed _unk_ (as ../shared/data/kenlm-ref/README.md), or
   ~/.cache/genlab/kenlm-0.3.0 (needs cmake, g++ and Debian's libboost-{program-options,system,thread,test}-dev
   zlib1g-dev; `--no-build` skips it);
 * scoring: tokens/s on the test set (words + sentences, strings in, sentence log10 probabilities out)
-  for genlab and `kenlm.Model.score`, measured in this run; test perplexity of both;
+  for genlab (its compiled scorer, genlab[fast], and its numpy path) and `kenlm.Model.score`, best of 5, the
+  three alternating; the load times (kenlm.Model: reading the ARPA file into its hash tables; genlab: the run's
+  safetensors, then the scorer's tables on the first call); test perplexity of both;
 * NLTK `KneserNeyInterpolated` order 3 (its own KN variant, discount 0.1): fit on the same train set,
   perplexity timed on the first test sentences (as many as it scores in NLTK_SECONDS), extrapolated
   linearly to the full set;
@@ -132,23 +134,40 @@ def bench_order(order: int, corpus: dict[str, Path], tmp: Path, lmplz: str | Non
     # Scoring the test set: strings in, one log10 probability per sentence out.
     lines = [line for line in corpus["test"].read_text().split("\n") if line.strip()]
     tokens = sum(len(line.split()) + 1 for line in lines)
+    start = time.perf_counter()
     model = NgramLM.load(run_dir)
+    row["genlab_load_s"] = time.perf_counter() - start
     reference = SHARED / "kenlm-ref" / f"ptb.o{order}.arpa.gz"
     if not reference.is_file():
         reference = tmp / f"genlab.o{order}.arpa.gz"
         model.to_arpa(reference)
+    start = time.perf_counter()
     km = kenlm.Model(str(reference))
-    best_genlab, best_kenlm = float("inf"), float("inf")
-    for _ in range(3):  # best of 3: the machine is shared
+    row["kenlm_load_s"] = time.perf_counter() - start  # reading the ARPA file and building its hash tables
+    # genlab's compiled scorer (genlab[fast]) builds its hash tables on its first call; numpy's path needs none.
+    model.scorer = "compiled"
+    start = time.perf_counter()
+    ours = model.score_sentences(lines)
+    row["genlab_first_score_s"] = time.perf_counter() - start
+    row["genlab_scorer"] = "compiled" if model._scorer is not None else "numpy (numba not installed)"
+    best = {"genlab": float("inf"), "numpy": float("inf"), "kenlm": float("inf")}
+    for _ in range(5):  # best of 5, the three alternating: the machine is shared
         start = time.perf_counter()
         ours = model.score_sentences(lines)
-        best_genlab = min(best_genlab, time.perf_counter() - start)
+        best["genlab"] = min(best["genlab"], time.perf_counter() - start)
+        model.scorer = "numpy"
+        start = time.perf_counter()
+        numpy_scores = model.score_sentences(lines)
+        best["numpy"] = min(best["numpy"], time.perf_counter() - start)
+        model.scorer = "compiled"
         start = time.perf_counter()
         theirs = np.array([km.score(line, bos=True, eos=True) for line in lines])
-        best_kenlm = min(best_kenlm, time.perf_counter() - start)
+        best["kenlm"] = min(best["kenlm"], time.perf_counter() - start)
+    row["genlab_numpy_score_tokens_per_s"] = tokens / best["numpy"]
+    row["max_abs_numpy_compiled_diff"] = float(np.abs(ours - numpy_scores).max())
     row["test_tokens"] = tokens
-    row["genlab_score_tokens_per_s"] = tokens / best_genlab
-    row["kenlm_score_tokens_per_s"] = tokens / best_kenlm
+    row["genlab_score_tokens_per_s"] = tokens / best["genlab"]
+    row["kenlm_score_tokens_per_s"] = tokens / best["kenlm"]
     row["genlab_test_ppl"] = model.perplexity(lines)["perplexity"]
     row["kenlm_test_ppl"] = float(10 ** (-theirs.sum() / tokens))
     row["max_abs_sentence_diff"] = float(np.abs(ours - theirs).max())
@@ -303,6 +322,11 @@ def main() -> None:
         if args.growth is not None:
             results["growth"] = bench_growth(args.growth or [1, 4, 16, 64], corpus, tmp, lmplz)
             growth_plot(results["growth"], GROWTH_PLOT)
+        elif RESULTS.is_file():  # a run without --growth keeps the last growth figures, marked as earlier
+            earlier = json.loads(RESULTS.read_text())
+            if "growth" in earlier:
+                results["growth"] = earlier["growth"]
+                results["growth_from_an_earlier_run"] = True
     results["load_average_1min_at_end"] = os.getloadavg()[0]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
@@ -313,7 +337,8 @@ def table(results: dict) -> str:
     lm = results["lmplz"] is not None
     head = "| order | genlab train (s) | lmplz -S 1G (s) | ratio | genlab peak (MiB) | lmplz peak (MiB) | ratio |" \
         if lm else "| order | genlab train (s) | genlab peak (MiB) |"
-    head += " genlab score (tok/s) | kenlm.Model score (tok/s) | genlab test ppl | KenLM test ppl |"
+    head += (" genlab score (tok/s) | kenlm.Model score (tok/s) | ratio | genlab numpy path (tok/s) |"
+             " genlab load + tables (s) | kenlm.Model load (s) | genlab test ppl | KenLM test ppl |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results["orders"]:
         if lm:
@@ -322,8 +347,11 @@ def table(results: dict) -> str:
                      f"{r['memory_ratio']:.2f}×"]
         else:
             cells = [str(r["order"]), f"{r['genlab_process_wall_s']:.2f}", f"{r['genlab_peak_rss_mib']:.0f}"]
+        tables = r["genlab_first_score_s"] - r["test_tokens"] / r["genlab_score_tokens_per_s"]
         cells += [f"{r['genlab_score_tokens_per_s']:,.0f}", f"{r['kenlm_score_tokens_per_s']:,.0f}",
-                  f"{r['genlab_test_ppl']:.4f}", f"{r['kenlm_test_ppl']:.4f}"]
+                  f"{r['genlab_score_tokens_per_s'] / r['kenlm_score_tokens_per_s']:.2f}×",
+                  f"{r['genlab_numpy_score_tokens_per_s']:,.0f}", f"{r['genlab_load_s']:.2f} + {tables:.2f}",
+                  f"{r['kenlm_load_s']:.2f}", f"{r['genlab_test_ppl']:.4f}", f"{r['kenlm_test_ppl']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if "growth" in results:
         lines += ["", "| PTB copies | tokens | n-grams | genlab (s) | genlab peak (MiB) |"
