@@ -1,5 +1,6 @@
 """Image generation in batches, the loop that every image command and pipeline shares."""
 
+import inspect
 from typing import Any
 
 import torch
@@ -33,11 +34,14 @@ def generate_uint8(model: Any, num_samples: int, labels: torch.Tensor | None = N
     options = sampling_options(model, options)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     out = []
+    # A model that samples in many steps (diffusion) shows them too: a batch of 500 can take minutes.
+    steps_bar = {"progress": progress} if "progress" in inspect.signature(model.generate).parameters else {}
     with torch.no_grad(), progress_bar(total=num_samples, unit="image", desc=desc, leave=False,
                                        disable=not progress) as bar:
         for start in range(0, num_samples, batch_size):
             n = min(batch_size, num_samples - start)
             extra = {"prompts": prompts[start:start + n]} if prompts is not None else {}
+            extra |= steps_bar
             y = labels[start:start + n] if labels is not None else None
             x = model.generate(n, labels=y, generator=gen, **extra, **options)
             out.append(from_model_range(x.detach().float().cpu(), model.pixel_range))
