@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors import SafetensorError
@@ -26,7 +27,6 @@ from genlab.checkpoint import RunDir, atomic_write_bytes, atomic_write_file
 from genlab.config import from_dict
 from genlab.errors import CheckpointError, ConfigError, DataError
 from genlab.models.ngram.arpa import ArpaModel, read_arpa, write_arpa
-from genlab.models.ngram.compiled import CompiledScorer, Scores
 from genlab.models.ngram.config import NgramConfig
 from genlab.models.ngram.counts import (
     BOS,
@@ -44,6 +44,9 @@ from genlab.models.ngram.counts import (
 from genlab.models.ngram.smoothing import Counts, Estimate, make_smoother
 from genlab.progress import progress_bar
 from genlab.registry import register
+
+if TYPE_CHECKING:
+    from genlab.models.ngram.compiled import CompiledScorer, Scores
 
 WEIGHTS_FILE = "ngram.safetensors"
 META_FILE = "ngram.json"
@@ -216,6 +219,9 @@ class NgramLM:
 
     @cached_property
     def _scorer(self) -> CompiledScorer | None:
+        # imported here: numba takes 0.3 s to import, which training and small evaluations need not pay
+        from genlab.models.ngram.compiled import CompiledScorer
+
         return CompiledScorer.build(self.vocab, self.rows, self.estimate)
 
     def _compiled_scores(self, sentences: list[Sentence]) -> Scores | None:
