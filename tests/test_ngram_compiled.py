@@ -93,3 +93,16 @@ def test_chunks_join_up(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compiled, "CHUNK", 7)  # TEST in many chunks, the last one short
     np.testing.assert_array_equal(model.score_sentences(TEST), whole)
     assert model.perplexity(TEST) == whole_ppl
+
+
+def test_a_numba_that_cannot_compile_leaves_numpy_scoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("LLVM ERROR: unknown intrinsic")
+
+    monkeypatch.setattr(compiled, "_score", broken)
+    model = NgramLM.fit(TRAIN, NgramConfig(order=3))
+    model.scorer = "compiled"
+    with pytest.warns(RuntimeWarning, match="scoring with numpy"):
+        scores = model.score_sentences(TEST)
+    model.scorer = "numpy"
+    np.testing.assert_array_equal(scores, model.score_sentences(TEST))

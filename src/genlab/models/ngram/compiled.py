@@ -23,6 +23,7 @@ Text goes this way only when Python's `str.split()` would split it the same: the
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,8 +33,10 @@ from genlab.models.ngram.smoothing import Estimate
 
 try:
     from llvmlite import ir
+    from numba import __version__ as numba_version
     from numba import njit, types
     from numba.core import cgutils
+    from numba.core.errors import NumbaError
     from numba.extending import intrinsic
 except ImportError:  # the numpy path scores instead
     njit = None
@@ -339,7 +342,13 @@ class CompiledScorer:
             return None
         try:
             scorer = cls(vocab, rows, estimate)
+            scorer.score([""])  # compiles the scoring kernels now (or loads them from numba's cache)
         except UnicodeEncodeError:  # a vocabulary word with lone surrogates
+            return None
+        except (NumbaError, RuntimeError) as e:  # LLVM's errors too: another numba than genlab[fast]'s
+            warnings.warn(f"compiled n-gram scoring is unavailable with numba {numba_version} ({e}); "
+                          "scoring with numpy. pip install 'genlab[fast]' installs the numba it was tested with",
+                          RuntimeWarning, stacklevel=2)
             return None
         return scorer if scorer.ok else None
 
