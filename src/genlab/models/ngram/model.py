@@ -227,11 +227,11 @@ class NgramLM:
     def _compiled_scores(self, sentences: list[Sentence]) -> Scores | None:
         """Scores from the compiled pass (genlab.models.ngram.compiled), or None where it does not apply.
 
-        Its hash tables take about as long to build as the numpy path takes to score half as many tokens as the
-        model has n-grams (PTB, order 5: 0.3 s, 2.3 M n-grams; the compiled pass then scores 2x as fast), so
-        they are built once the model has been asked for that many tokens in all: a single small evaluation
-        stays on numpy, a server or a large test set moves to the tables and never pays more than twice the
-        best of the two."""
+        Its hash tables take about as long to build as the numpy path takes to score a third to a half as many
+        tokens as the model has n-grams (PTB, order 5: 0.2-0.3 s for 2.3 M n-grams; the compiled pass then
+        scores about 3x as fast: benchmarks/ngram_ptb.py), so they are built once the model has been asked for
+        half as many tokens as it has n-grams in all: a single small evaluation stays on numpy, a server or a
+        large test set moves to the tables, and neither pays much more than twice the best of the two."""
         if self.scorer == "numpy":
             return None
         if self.scorer == "auto" and "_scorer" not in self.__dict__:
