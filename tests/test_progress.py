@@ -120,6 +120,7 @@ def test_sample_and_eval_quiet(tmp_path: Path, eager: None, monkeypatch: pytest.
         assert progress_lines(err), f"{name} showed no progress:\n{err}"
         # the denoising steps too: eval samples its images in batches of 500, one update each
         assert any(line.startswith("denoising") for line in progress_lines(err)), f"{name}:\n{err}"
+        assert "\x1b" not in err  # nested bars move no cursor in a log
         code, quiet_out, quiet_err = cli(["-q", *args], monkeypatch, capsys)
         assert code == 0, quiet_err
         assert progress_lines(quiet_err) == [], f"genlab -q {name}:\n{quiet_err}"

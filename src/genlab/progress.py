@@ -12,6 +12,7 @@ Results and errors are not progress and print as before.
 """
 
 import contextlib
+import re
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -22,6 +23,7 @@ from tqdm import tqdm
 LOG_EVERY = 30.0  # seconds between lines when standard error is not a terminal
 QUIET_FOR = 2.0  # work shorter than this prints no line at all there
 
+_CURSOR_MOVES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _quiet: ContextVar[bool] = ContextVar("genlab_progress_quiet", default=False)
 
 
@@ -48,7 +50,8 @@ class _Lines:
         self.stream = stream
 
     def write(self, text: str) -> None:
-        line = text.replace("\r", "").strip()
+        # nested bars (a batch's denoising steps inside the images' bar) move the cursor up: not in a log
+        line = _CURSOR_MOVES.sub("", text.replace("\r", "")).strip()
         if line:
             self.stream.write(line + "\n")
 
