@@ -48,11 +48,6 @@ AHEAD = 8  # tokens between locating (and prefetching) an n-gram's slot and prob
 _NON_ASCII_SPACE = re.compile(r"[^\S\x00-\x7f]")
 
 
-def available() -> bool:
-    """Whether numba is installed (pip install 'genlab[fast]')."""
-    return njit is not None
-
-
 @dataclass
 class Scores:
     """What one compiled pass measures: each sentence's log10 probability (</s> included, <s> not) and counts
@@ -79,14 +74,14 @@ if njit is not None:
         return h ^ (h >> _S31)
 
     @njit(cache=True, inline="always")
-    def _slot(h: np.uint64, mask: int) -> int:
-        # the low bits of a mixed hash, as a signed index (uint64 + int64 arithmetic would give floats)
-        return np.int64(h & np.uint64(mask))
-
-    @njit(cache=True, inline="always")
     def _bucket(h: np.uint64, capacity: int) -> int:
         # Lemire's multiply-shift range reduction of the hash's high 32 bits: a modulo is a 64-bit division
         return np.int64(((h >> _S32) * np.uint64(capacity)) >> _S32)
+
+    @njit(cache=True, inline="always")
+    def _next_slot(slot: int, capacity: int) -> int:
+        # linear probing, wrapping round
+        return slot + 1 if slot + 1 < capacity else 0
 
     @njit(cache=True, inline="always")
     def _hash_bytes(text: np.ndarray, start: int, end: int) -> np.uint64:
@@ -100,14 +95,13 @@ if njit is not None:
         """The word table: slot -> (hash, id); id -1 marks an empty slot. ok False if two words share a hash."""
         hashes = np.zeros(capacity, np.uint64)
         ids = np.full(capacity, -1, np.int64)
-        mask = capacity - 1
         for word in range(len(starts)):
             h = _hash_bytes(text, starts[word], ends[word])
-            slot = _slot(h, mask)
+            slot = _bucket(h, capacity)
             while ids[slot] != -1:
                 if hashes[slot] == h:
                     return hashes, ids, False
-                slot = (slot + 1) & mask
+                slot = _next_slot(slot, capacity)
             hashes[slot] = h
             ids[slot] = word
         return hashes, ids, True
@@ -136,7 +130,7 @@ if njit is not None:
             while table[ENTRY * slot] != EMPTY:
                 if table[ENTRY * slot] == h:
                     return False
-                slot = slot + 1 if slot + 1 < capacity else 0
+                slot = _next_slot(slot, capacity)
             table[ENTRY * slot] = h
             values[ENTRY * slot + 1] = logprob[r]
             values[ENTRY * slot + 2] = backoff[r]
@@ -170,7 +164,6 @@ if njit is not None:
         its sentence, and the number of words not in the vocabulary (scored as <unk>)."""
         tokens = np.empty((len(text) + 1) // 2 + 2 * n_sentences, np.int32)  # a word and its separator: 2 bytes
         positions = np.empty(len(tokens), np.int32)
-        word_mask = len(word_ids) - 1
         t = k = oov = 0
         n = len(text)
         for _ in range(n_sentences):
@@ -187,13 +180,13 @@ if njit is not None:
                 while k < n and text[k] != 0 and not _is_space(text[k]):
                     k += 1
                 h = _hash_bytes(text, start, k)
-                slot = _slot(h, word_mask)
+                slot = _bucket(h, len(word_ids))
                 word = UNK_ID
                 while word_ids[slot] != -1:
                     if word_hashes[slot] == h:
                         word = word_ids[slot]
                         break
-                    slot = (slot + 1) & word_mask
+                    slot = _next_slot(slot, len(word_ids))
                 oov += word == UNK_ID
                 tokens[t], positions[t] = word, position
                 t += 1
@@ -301,10 +294,6 @@ if njit is not None:
         return out, predicted, zeros
 
 
-def _next_power_of_two(n: int) -> int:
-    return 1 << max(1, int(n - 1).bit_length())
-
-
 def _order_values(values: list[np.ndarray], n: int, size: int) -> np.ndarray:
     """Order n's values (log10 p or backoff) as float64; zeros where the estimate stores none (the top order's
     backoff)."""
@@ -321,7 +310,7 @@ class CompiledScorer:
         lengths = np.array([len(w) for w in encoded], np.int64)
         ends = np.cumsum(lengths)
         self.word_hashes, self.word_ids, self.ok = _build_words(
-            np.frombuffer(b"".join(encoded), np.uint8), ends - lengths, ends, _next_power_of_two(2 * len(vocab)))
+            np.frombuffer(b"".join(encoded), np.uint8), ends - lengths, ends, 2 * len(vocab))
         self.unigram_logprob = _order_values(estimate.logprob, 1, len(vocab))
         self.unigram_backoff = _order_values(estimate.backoff, 1, len(vocab))
         # KenLM's probing tables: 1.5 slots per n-gram; a miss (common for long n-grams) ends at an empty slot
