@@ -1,7 +1,8 @@
 """Training throughput over a run: does steps/s stay flat, for every family?
 
     .venv/bin/python benchmarks/throughput.py [--seconds 60] [--window 10] [--only NAME ...] [--threads N]
-                                              [--flush all|main|off] [--no-flush-denormal] [--plain-control]
+                                              [--flush all|main|off] [--no-flush-denormal] [--malloc keep|default]
+                                              [--plain-control]
 
 Trains each family for --seconds on built-in data at its default size (the LSTM and the Transformer on
 `names`; the MLP and conv VAEs, the DCGAN and a smaller diffusion U-Net on Fashion-MNIST, or mnist5k where
@@ -10,13 +11,18 @@ the budget, so that the run is training steps only. Steps/s per --window seconds
 metrics.jsonl (a line every 10 steps with its step and elapsed training time). Reports the first and the last
 window, their ratio (1.0: flat; the issue's bar is 0.9), the slowest window, the process's resident memory at
 the end of the first and of the last window, and the subnormal floats left in the weights and the optimizer state
-(from the last checkpoint). Prints a markdown table; writes benchmarks/results/throughput.json.
+(from the last checkpoint), and the page faults and kernel CPU seconds of the run. Prints a markdown table;
+writes benchmarks/results/throughput.json.
 
 --flush shows what flushing subnormals to zero does, in this process only: all (what the trainer does: the
 training thread and PyTorch's intra-op threads), main (the training thread alone, as the trainer did before:
 torch.set_flush_denormal sets the calling thread's flags only) or off (torch.set_flush_denormal made a no-op;
 --no-flush-denormal is the same). Subnormals show in the optimizer state when flushing is off, or main with
 more than one thread.
+
+--malloc shows what keeping freed memory for reuse does (genlab.cpu.keep_freed_memory): keep (what the trainer
+does) or default (glibc's own policy: a block above its mmap threshold, at most 32 MiB, is unmapped when freed,
+and the next step faults its pages in again).
 
 On a machine shared with other work, more threads than free cores make OpenMP's spinning threads wait on each
 other (a step can take 10× longer): use --threads 1, or OMP_WAIT_POLICY=PASSIVE to compare flushing modes.
@@ -26,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,6 +42,7 @@ from typing import Any
 import torch
 
 import genlab
+import genlab.cpu
 import genlab.trainer
 from genlab.checkpoint import CHECKPOINT, atomic_write_json, load_tensors
 from genlab.data.images import FASHION_DIR
@@ -125,8 +133,10 @@ def run_one(name: str, seconds: float, window: float, workdir: Path) -> dict:
     model, options = FAMILIES[name]
     options = options | TRAIN | {"max_seconds": seconds}
     out = workdir / name
+    before = resource.getrusage(resource.RUSAGE_SELF)
     with memory_at_log_lines() as rss, quiet():
         summary = genlab.train(model, out, options)
+    after = resource.getrusage(resource.RUSAGE_SELF)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rates = windows(records, window, rss)
     if not rates:
@@ -140,18 +150,21 @@ def run_one(name: str, seconds: float, window: float, workdir: Path) -> dict:
         "last_over_first": round(last / first, 3),
         "min_over_first": round(min(r["steps_per_s"] for r in rates) / first, 3),
         "rss_mb_first_window": rates[0]["rss_mb"], "rss_mb_last_window": rates[-1]["rss_mb"],
-        "subnormals": subnormals(out), "windows": rates,
+        "subnormals": subnormals(out), "page_faults": after.ru_minflt - before.ru_minflt,
+        "kernel_cpu_s": round(after.ru_stime - before.ru_stime, 1), "windows": rates,
     }
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| family | data | steps | first steps/s | last steps/s | last/first | slowest/first "
-             "| RSS MB first → last | subnormals weights / optimizer |", "|" + "---|" * 9]
+             "| RSS MB first → last | subnormals weights / optimizer | page faults / step | kernel CPU s |",
+             "|" + "---|" * 11]
     for r in rows:
         sub = r["subnormals"]
         lines.append(f"| {r['name']} | {r['options']['data']} | {r['steps']:,} | {r['first_steps_per_s']} | "
                      f"{r['last_steps_per_s']} | {r['last_over_first']:.2f} | {r['min_over_first']:.2f} | "
-                     f"{r['rss_mb_first_window']} → {r['rss_mb_last_window']} | {sub['model']:,} / {sub['optim']:,} |")
+                     f"{r['rss_mb_first_window']} → {r['rss_mb_last_window']} | {sub['model']:,} / {sub['optim']:,} | "
+                     f"{r['page_faults'] / r['steps']:,.0f} | {r['kernel_cpu_s']} |")
     return "\n".join(lines)
 
 
@@ -195,6 +208,8 @@ def main() -> None:
                              "thread only (the trainer's way before), or not at all")
     parser.add_argument("--no-flush-denormal", dest="flush", action="store_const", const="off",
                         help="the same as --flush off")
+    parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                        help="keep freed memory for reuse (the trainer's way) or glibc's default policy")
     parser.add_argument("--plain-control", action="store_true",
                         help="also time a plain PyTorch loop (no genlab code): is a slowdown the machine's?")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json", help="JSON results")
@@ -204,7 +219,9 @@ def main() -> None:
     if args.flush == "off":  # the trainer looks torch.set_flush_denormal up at each call
         torch.set_flush_denormal = lambda mode: False  # type: ignore[assignment]
     elif args.flush == "main":  # no OpenMP entry point: flush_denormals() sets the calling thread's flags alone
-        genlab.trainer._gomp_parallel = lambda: None  # type: ignore[attr-defined]
+        genlab.cpu._gomp_parallel = lambda: None  # type: ignore[attr-defined]
+    if args.malloc == "default":  # the trainer calls the name it imported
+        genlab.trainer.keep_freed_memory = lambda: False  # type: ignore[attr-defined]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in FAMILIES:
@@ -215,11 +232,12 @@ def main() -> None:
     control = plain_control(args.seconds, args.window) if args.plain_control else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, {"machine": machine(), "seconds_per_run": args.seconds, "window_s": args.window,
-                                 "flush_denormal": args.flush, "runs": rows, "plain_control_steps_per_s": control})
+                                 "flush_denormal": args.flush, "malloc": args.malloc, "runs": rows,
+                                 "plain_control_steps_per_s": control})
     print(table(rows))
     if control is not None:
         print(f"\nplain PyTorch loop (no genlab), steps/s per {args.window:g} s window: {control}")
-    print(f"\nmachine: {machine()}; flush subnormals: {args.flush}")
+    print(f"\nmachine: {machine()}; flush subnormals: {args.flush}; malloc: {args.malloc}")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,10 @@ while they train. A non-finite loss stops training with TrainingError; the last 
 it is saved in checkpoints so a resumed run continues exactly.
 """
 
-import contextlib
-import ctypes
-import functools
 import json
 import math
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab.checkpoint import CHECKPOINT, WEIGHTS, RunDir, load_neural, load_tensors, save_tensors
 from genlab.config import Range, option
+from genlab.cpu import flush_denormals, keep_freed_memory
 from genlab.distributed import DistInfo, all_reduce_max, all_reduce_mean, pick_device
 from genlab.errors import CheckpointError, ConfigError, TrainingError
 from genlab.progress import progress_bar
@@ -108,60 +105,6 @@ def default_optimizer(params: list[nn.Parameter], cfg: TrainConfig, lr: float | 
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in decay + no_decay) or None
     return torch.optim.AdamW(groups, lr=lr or cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
-
-
-@contextlib.contextmanager
-def flush_denormals() -> Iterator[None]:
-    """Treat subnormal floats as zero inside the block, on this thread and on PyTorch's CPU threads (then back to
-    PyTorch's default, off, when the outermost block on this thread ends). Values decaying towards zero (Adam's
-    moments of rarely active weights, zero-initialised layers, small gradients) otherwise run up to 10× slower on
-    x86 CPUs, and training slows down as they accumulate; GPUs flush them by default."""
-    depth = getattr(_flushing, "depth", 0)
-    if depth == 0:
-        _set_flush_denormal(True)
-    _flushing.depth = depth + 1
-    try:
-        yield
-    finally:
-        _flushing.depth = depth
-        if depth == 0:
-            _set_flush_denormal(False)
-
-
-_flushing = threading.local()  # how deep in flush_denormals() blocks each thread is (the flags are per thread)
-_TEAM_BODY = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-
-
-def _set_flush_denormal(on: bool) -> None:
-    """`torch.set_flush_denormal(on)` on the calling thread and on every thread of PyTorch's OpenMP pool.
-
-    The flush-to-zero and denormals-are-zero flags live in each thread's own control register (x86 MXCSR, ARM
-    FPCR), and torch.set_flush_denormal sets the caller's alone: the pool threads that run the other shares of
-    every large element-wise op, matmul and convolution (half of them with 2 threads) kept computing with
-    subnormals. This runs it once on each thread of a team of the pool's size, through libgomp's GOMP_parallel
-    (what `#pragma omp parallel` compiles to); the pool keeps those threads, and their flags, for PyTorch's
-    parallel regions. Without libgomp (macOS, PyTorch's native thread pool): the calling thread only."""
-    torch.set_flush_denormal(on)
-    threads = torch.get_num_threads()
-    parallel = _gomp_parallel() if threads > 1 else None
-    if parallel is not None:
-        parallel(_TEAM_BODY(lambda _: torch.set_flush_denormal(on)), None, threads, 0)
-
-
-@functools.cache
-def _gomp_parallel() -> Any:
-    """libgomp's `GOMP_parallel(fn, data, num_threads, flags)` where PyTorch's parallel backend is it, else None."""
-    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-        return None
-    bundled = sorted(str(p) for p in (Path(torch.__file__).parent / "lib").glob("libgomp*.so*"))
-    for path in [*bundled, None]:  # None: the libraries already loaded (a system libgomp)
-        try:
-            fn = ctypes.CDLL(path).GOMP_parallel
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [_TEAM_BODY, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint], None
-        return fn
-    return None
 
 
 class Trainable:
@@ -404,6 +347,7 @@ class Trainer:
             except ImportError:
                 raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
             self.tb = SummaryWriter(str(self.run.file("tb")))
+        keep_freed_memory()
         with flush_denormals():
             return self._fit()
 

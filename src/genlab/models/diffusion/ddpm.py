@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.config import Choice, Range, option
+from genlab.cpu import flush_denormals
 from genlab.data.images import class_ids
 from genlab.errors import ConfigError
 from genlab.models.diffusion.unet import UNet, check_unet_shape
@@ -55,7 +56,7 @@ from genlab.registry import register
 from genlab.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler
 from genlab.schedulers.base import SPACINGS
 from genlab.schedulers.schedule import BETA_SCHEDULES, PREDICTION_TYPES
-from genlab.trainer import StepContext, Trainable, flush_denormals
+from genlab.trainer import StepContext, Trainable
 
 
 @dataclass
