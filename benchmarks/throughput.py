@@ -6,7 +6,8 @@
 
 Trains each family for --seconds on built-in data at its default size (the LSTM and the Transformer on
 `names`; the MLP and conv VAEs, the DCGAN and a smaller diffusion U-Net on Fashion-MNIST, or mnist5k where
-/usr/share/datasets/fashion-mnist is absent), with no periodic validation, checkpoints or sample grids inside
+/usr/share/datasets/fashion-mnist is absent), and benchmarks/lm.py's Penn Treebank LSTM where ../shared has PTB,
+with no periodic validation, checkpoints or sample grids inside
 the budget, so that the run is training steps only. Steps/s per --window seconds comes from the run's
 metrics.jsonl (a line every 10 steps with its step and elapsed training time). Reports the first and the last
 window, their ratio (1.0: flat; the issue's bar is 0.9), the slowest window, the process's resident memory at
@@ -44,6 +45,7 @@ import torch
 import genlab
 import genlab.cpu
 import genlab.trainer
+import lm
 from genlab.checkpoint import CHECKPOINT, atomic_write_json, load_tensors
 from genlab.data.images import FASHION_DIR
 from genlab.progress import quiet
@@ -62,6 +64,8 @@ FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {  # name -> (model, options b
     # The default U-Net makes about a step a second on one core: half its width, for more steps.
     "diffusion": ("diffusion", {"data": IMAGES, "base_channels": 16}),
 }
+if Path(lm.RUNS["ptb-lstm"][1]["data"]).exists():  # ../shared's PTB: a 10k-word softmax, 45 MiB of logits a step
+    FAMILIES["lstm-ptb"] = ("lstm", lm.RUNS["ptb-lstm"][1])
 # Training steps only: one validation (and checkpoint) at the end, after the budget; a log line every 10 steps.
 TRAIN = {"max_steps": 10_000_000, "eval_interval": 10_000_000, "eval_batches": 2, "log_interval": 10,
          "seed": 1337, "device": "cpu"}
