@@ -30,7 +30,7 @@ def keep_freed_memory() -> bool:
     blocks are freed) with a fresh mmap and unmaps it on free, and trims the heap's free top. A training step
     frees and re-creates the same large tensors every time (a 10k-word softmax's logits and their gradient are
     45 MiB each at batch 32 x 35 tokens), so each step had the kernel zero and fault in those pages again: in a
-    PTB LSTM run, 190k page faults and a fifth of the CPU time in the kernel per second, 1.5x fewer tokens/s
+    PTB LSTM run, 200k page faults a second, a fifth of the CPU time in the kernel, 1.4x fewer steps
     (benchmarks/throughput.py --malloc default shows it). With mmap off and trimming at 2 GiB, freed blocks
     stay in the heap and are reused. The price: the process keeps its peak heap until it exits. glibc still
     maps a block that cannot come from a heap (thread arenas' 64 MiB heaps), so nothing fails."""
