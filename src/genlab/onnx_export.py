@@ -230,7 +230,7 @@ def language_model_step(model: nn.Module, tokenizer: Any) -> OnnxGraph:
 def recurrent_step(model: nn.Module, tokenizer: Any) -> OnnxGraph:
     """rnn, lstm, gru: the state is the hidden state of every layer (and an LSTM's cell state), batch first."""
     c = model.config
-    names = ("h", "c") if isinstance(model.rnn, nn.LSTM) else ("h",)
+    names = ("h", "c") if model.cell is nn.LSTM else ("h",)
     what = {"h": "hidden state", "c": "cell state"}
     shape = ("batch", c.n_layer, c.n_hidden)
     state = [TensorSpec(n, shape, "float32", f"{what[n]} of each layer before the new tokens") for n in names]
@@ -240,7 +240,7 @@ def recurrent_step(model: nn.Module, tokenizer: Any) -> OnnxGraph:
             "state": [{"input": n, "output": f"next_{n}", "initial": "zeros"} for n in names]}
     # LSTM and GRU become ONNX's LSTM and GRU operators; an Elman RNN's loop is unrolled at the traced length, so
     # its graph takes one token per call.
-    elman = isinstance(model.rnn, nn.RNN)
+    elman = model.cell is nn.RNN
     if elman:
         info["description"] += " (one token per call)"
     return _lm_graph(model, tokenizer, LanguageModelStep(model), state, nxt, info, length=1 if elman else "tokens")

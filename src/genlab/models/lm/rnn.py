@@ -47,8 +47,11 @@ class RecurrentLM(LanguageModel):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.n_embd)
         extra = {"nonlinearity": "tanh"} if self.cell is nn.RNN else {}
-        self.rnn = self.cell(config.n_embd, config.n_hidden, config.n_layer, batch_first=True,
-                             dropout=config.dropout if config.n_layer > 1 else 0.0, **extra)
+        # One single-layer module per layer, with our dropout between them, rather than nn.LSTM(num_layers=n,
+        # dropout=p): on CUDA, cuDNN draws that dropout from a generator of its own that no checkpoint holds, so a
+        # resumed run would not equal an uninterrupted one.
+        self.layers = nn.ModuleList(self.cell(config.n_hidden if i else config.n_embd, config.n_hidden,
+                                              batch_first=True, **extra) for i in range(config.n_layer))
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.n_hidden, config.vocab_size)
         if config.tie_weights:
@@ -72,14 +75,24 @@ class RecurrentLM(LanguageModel):
 
     def _recur(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """Top layer outputs (B, T, n_hidden) and the state after the last token."""
-        # nn.RNN keeps hidden states as (layers, B, H); the LM interface keeps every state batch-first.
-        hidden = None
-        if state is not None:
-            hidden = tuple(s.transpose(0, 1).contiguous() for s in state)
-            hidden = hidden if self.cell is nn.LSTM else hidden[0]
-        out, hidden = self.rnn(self.drop(self.embed(tokens)), hidden)
-        hidden = hidden if isinstance(hidden, tuple) else (hidden,)
-        return out, tuple(h.transpose(0, 1) for h in hidden)
+        # The LM interface keeps every state batch-first, (B, layers, H): h (and the LSTM's c).
+        out = self.embed(tokens)
+        finals = []
+        for i, layer in enumerate(self.layers):
+            hidden = None
+            if state is not None:  # nn.RNN's own layout: (1, B, H)
+                hidden = tuple(s[:, i].unsqueeze(0).contiguous() for s in state)
+                hidden = hidden if self.cell is nn.LSTM else hidden[0]
+            out, hidden = layer(self.drop(out), hidden)
+            finals.append(hidden if isinstance(hidden, tuple) else (hidden,))
+        return out, tuple(torch.cat(parts, 0).transpose(0, 1) for parts in zip(*finals, strict=True))
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: object) -> None:
+        # Runs saved before the layers were split hold one stacked module: rnn.weight_ih_l1 -> layers.1.weight_ih_l0.
+        for key in [k for k in state_dict if k.startswith(prefix + "rnn.")]:
+            name, layer = key[len(prefix) + 4:].rsplit("_l", 1)
+            state_dict[f"{prefix}layers.{layer}.{name}_l0"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 @register("rnn", task="text")
