@@ -41,7 +41,7 @@ def test_overfits_tiny_corpus(trained: dict, name: str) -> None:
 def test_save_load_identical_outputs(trained: dict, name: str) -> None:
     out, _ = trained[name]
     a, b = genlab.load(out), genlab.load(out)
-    x = torch.randint(0, a.config.vocab_size, (2, 10))
+    x = torch.randint(0, a.config.vocab_size, (2, 10), device=next(a.parameters()).device)  # CUDA where loaded
     la, sa = a(x)
     lb, sb = b(x)
     assert la.shape == (2, 10, a.config.vocab_size)
@@ -69,12 +69,36 @@ def test_sampling_reproducible_and_greedy(trained: dict, name: str) -> None:
 def test_generation_runs_past_training_window(trained: dict, name: str) -> None:
     out, _ = trained[name]
     model = genlab.load(out)
-    tokens = list(generate(model, [1], 100, temperature=0.8, seed=1))  # seq_len was 16
-    assert len(tokens) == 100
-    text = model.artifacts.decode(tokens)
-    lines = text.split("\n")[1:-1]
-    # Well past the 16-token window the model still writes name-like lines, not drift.
-    assert len(lines) >= 6 and sum(2 <= len(w) <= 10 for w in lines) / len(lines) > 0.8
+    lines = []
+    for seed in (1, 2, 3):
+        tokens = list(generate(model, [1], 600, temperature=0.8, seed=seed))  # seq_len was 16
+        assert len(tokens) == 600
+        lines += model.artifacts.decode(tokens).split("\n")[1:-1]
+    # Well past the 16-token window the models still write name-like lines, not drift. Per 600-token sample,
+    # trained models (four training seeds, CPU) wrote 63-98 % such lines, the Transformer the fewest; after 2
+    # training steps it wrote 24-54 %. (One 100-token sample was too few lines: its fraction moved with the
+    # random stream, which differs between the CPU and CUDA.)
+    assert len(lines) >= 150 and sum(2 <= len(w) <= 10 for w in lines) / len(lines) > 0.6
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+def test_recurrent_runs_of_the_stacked_layout_load(name: str) -> None:
+    """Runs saved when the layers were one stacked nn.LSTM (rnn.weight_ih_l1, ...) load, and compute what that
+    module computed."""
+    torch.manual_seed(0)
+    cls = get_model_class(name)
+    model = cls(cls.Config(vocab_size=7, n_embd=6, n_hidden=5, n_layer=2)).eval()
+    stacked = cls.cell(6, 5, 2, batch_first=True)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("layers.")}
+    old |= {f"rnn.{k}": v for k, v in stacked.state_dict().items()}
+    model.load_state_dict(old, strict=True)
+    x = torch.randint(0, 7, (3, 4))
+    with torch.no_grad():
+        want, last = stacked(model.embed(x))
+        got, state = model.hidden_states(x), model(x)[1]
+    assert torch.allclose(got, want, atol=1e-6)
+    last = last if isinstance(last, tuple) else (last,)
+    assert all(torch.allclose(s, h.transpose(0, 1), atol=1e-6) for s, h in zip(state, last, strict=True))
 
 
 def test_beam_search_finds_higher_likelihood_than_greedy() -> None:

@@ -313,7 +313,7 @@ def test_minilm_weights_stay_out_of_the_parent(minilm: TextEncoder) -> None:
 @pytest.mark.parametrize("name", ["transformer", "gru"])
 def test_hidden_states_feed_the_head(lm_runs: dict[str, Path], name: str) -> None:
     model = genlab.load(lm_runs[name])
-    x = torch.randint(0, model.config.vocab_size, (2, 9))
+    x = torch.randint(0, model.config.vocab_size, (2, 9), device=next(model.parameters()).device)  # CUDA where loaded
     logits, _ = model(x)
     assert torch.allclose(model.head(model.hidden_states(x)), logits, atol=1e-6)
 
@@ -331,7 +331,7 @@ def test_lm_encoder_reads_the_runs_hidden_states(lm_runs: dict[str, Path], name:
     assert spec["model"] == name and spec["source"] == str(lm_runs[name].resolve())
     enc = build_text_encoder(spec)
     assert enc.persistent and not enc.trainable
-    model = genlab.load(lm_runs[name])
+    model = genlab.load(lm_runs[name], device="cpu")  # beside the encoder, built on the CPU
     ids, mask = enc.tokenize(["anna", "mia", "olivia"])
     assert (ids[:, 0] == model.artifacts.encode("\n")[0]).all()  # the LM's start token first
     assert ids[0, 1:5].tolist() == model.artifacts.encode("anna")
