@@ -154,6 +154,12 @@ def fit_classifier(net: nn.Module, batches: ImageBatches, steps: int, lr: float 
     net.eval()
 
 
+# The judges (this feature net, genlab.eval.text_image's scorer and region classifier) train on the CPU wherever
+# they are used: CUDA's kernels are not deterministic (two trainings on an H200 gave features differing in the
+# third digit), and a measuring instrument must not depend on the card that made it. They run on any device.
+JUDGE_DEVICE = torch.device("cpu")
+
+
 def _train(dataset: ImageDataset, device: torch.device) -> tuple[_Net, float, float]:
     """Train a `_Net` on the train split (fixed seed); returns it, its held-out accuracy and the seconds taken."""
     t0 = time.perf_counter()
@@ -204,14 +210,14 @@ def feature_net(dataset: ImageDataset, cache_dir: Path | None = None,
     cached = _load_cached(path, dataset, fingerprint, device)
     if cached is not None:
         return cached
-    net, accuracy, seconds = _train(dataset, device)
+    net, accuracy, seconds = _train(dataset, JUDGE_DEVICE)
     meta = {"format": "genlab-feature-net", "version": FEATURE_NET_VERSION, "fingerprint": fingerprint,
             "source": dataset.source, "accuracy": repr(accuracy), "train_seconds": repr(seconds)}
     try:
         save_tensors(path, net.state_dict(), meta)
     except OSError as e:
         warnings.warn(f"could not cache the feature net in {path} ({e}); it will be retrained next time", stacklevel=2)
-    return FeatureNet(net, dataset, accuracy, fingerprint, seconds, from_cache=False)
+    return FeatureNet(net.to(device), dataset, accuracy, fingerprint, seconds, from_cache=False)
 
 
 # --- distances between feature sets ---

@@ -49,7 +49,7 @@ from genlab.data.captions import (
 )
 from genlab.data.images import ImageBatches, ImageDataset, fit_images, image_grid, to_channels, to_model_range
 from genlab.errors import CheckpointError, ConfigError, DataError
-from genlab.eval.images import FeatureNet, cache_dir_default, feature_net, fit_classifier
+from genlab.eval.images import JUDGE_DEVICE, FeatureNet, cache_dir_default, feature_net, fit_classifier
 from genlab.progress import progress_bar
 
 SCORER_VERSION = "1"  # bump when the architecture or training recipe changes: old caches are then ignored
@@ -312,12 +312,9 @@ def scorer_steps(n_train: int) -> int:
 
 
 @contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
+def _one_cpu_thread() -> Iterator[None]:
     """Train the judges on one CPU thread (the caller's thread count is restored after): their nets are too small
     to gain much from more, and on a shared machine two threads that wait for each other were 25x slower."""
-    if device.type != "cpu":
-        yield
-        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -435,12 +432,12 @@ def clip_scorer(dataset: ImageDataset, cache_dir: Path | None = None, device: to
             return ClipScorer(model.to(device), meta["vocab"], meta["context"], dataset, info)
         except (RuntimeError, KeyError, TypeError) as e:
             warnings.warn(f"ignoring unusable text-image scorer cache {path} ({e}); retraining", stacklevel=2)
-    with _one_cpu_thread(device):
-        model, vocab, context, info = _train_scorer(dataset, steps, device, progress)
+    with _one_cpu_thread():
+        model, vocab, context, info = _train_scorer(dataset, steps, JUDGE_DEVICE, progress)
     meta = {"format": "genlab-text-image-scorer", "version": SCORER_VERSION, "fingerprint": fingerprint,
             "source": dataset.source, "vocab": vocab, "context": context, "info": info}
     _save(path, model, meta, "text-image scorer")
-    return ClipScorer(model, vocab, context, dataset, {**info, "from_cache": False})
+    return ClipScorer(model.to(device), vocab, context, dataset, {**info, "from_cache": False})
 
 
 # --- scene regions ---
@@ -573,12 +570,12 @@ def region_classifier(dataset: ImageDataset, cache_dir: Path | None = None, devi
                                     {**meta["info"], "from_cache": True})
         except (RuntimeError, KeyError, TypeError) as e:
             warnings.warn(f"ignoring unusable region classifier cache {path} ({e}); retraining", stacklevel=2)
-    with _one_cpu_thread(device):
-        net, info = _train_regions(dataset, n_classes, steps, device, progress)
+    with _one_cpu_thread():
+        net, info = _train_regions(dataset, n_classes, steps, JUDGE_DEVICE, progress)
     meta = {"format": "genlab-region-classifier", "version": REGION_VERSION, "fingerprint": fingerprint,
             "source": dataset.source, "info": info}
     _save(path, net, meta, "region classifier")
-    return RegionClassifier(net, dataset.channels, dataset.image_size, {**info, "from_cache": False})
+    return RegionClassifier(net.to(device), dataset.channels, dataset.image_size, {**info, "from_cache": False})
 
 
 def _train_regions(dataset: ImageDataset, n_classes: int, steps: int, device: torch.device, progress: bool
