@@ -32,4 +32,9 @@ def sample_and_score(model: Any, grid: Path) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     return {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()}
+            "cpus": os.cpu_count(), "device": device_name(), "load_average_at_end": os.getloadavg()}
+
+
+def device_name() -> str:
+    """Where genlab's "auto" device trains: the CUDA card's name, or "cpu"."""
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

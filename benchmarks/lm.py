@@ -1,8 +1,10 @@
 """Neural language model benchmark: Tiny Shakespeare (char) and Penn Treebank (word).
 
-    .venv/bin/python benchmarks/lm.py [--only NAME ...] [--ptb-minutes 60]
+    .venv/bin/python benchmarks/lm.py [--only NAME ...] [--ptb-minutes 60] [--seconds S] [--name lm]
 
-Prints a markdown table and writes benchmarks/results/lm.json. Needs ../shared/data (skips what is absent).
+Prints a markdown table and writes benchmarks/results/NAME.json (default lm.json; rows of other runs kept).
+--seconds gives every run the same budget (a short check, e.g. on a GPU, where "auto" precision means bf16).
+Needs ../shared/data (skips what is absent).
 `shakespeare-nanogpt-vs-genlab` runs nanoGPT itself (../shared/ref/nanogpt, its README's CPU "baby GPT": 4 layers,
 4 heads, 128 wide, context 64, batch 12, 2000 iterations) and then genlab's same-size Transformer for the same
 wall-clock, on the same characters, and scores both with one evaluator on the whole validation split
@@ -22,10 +24,11 @@ import torch
 import genlab
 import nanogpt_side_by_side
 from genlab.checkpoint import atomic_write_json
+from image_scoring import device_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results" / "lm.json"
+RESULTS = ROOT / "benchmarks" / "results"
 
 SHAKESPEARE = {"data": str(SHARED / "tinyshakespeare" / "input.txt"), "tokenizer": "char", "split": "block",
                "valid_fraction": 0.1, "test_fraction": 0.0, "seq_len": 64}
@@ -75,6 +78,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=sorted([*RUNS, nanogpt_side_by_side.NAME]),
                         help="run only these")
     parser.add_argument("--ptb-minutes", type=float, default=60.0, help="training budget of the PTB LSTM")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="training budget of every run (default: each run's own; the PTB LSTM's --ptb-minutes)")
+    parser.add_argument("--name", default="lm", help="results/NAME.json")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,14 +97,16 @@ def main() -> None:
             if not Path(options["data"]).exists():
                 print(f"skip {name}: {options['data']} not found")
                 continue
-            seconds = seconds or args.ptb_minutes * 60
+            seconds = args.seconds or seconds or args.ptb_minutes * 60
             print(f"== {name}: {model}, {seconds:.0f} s budget", flush=True)
             rows.append(run_one(name, model, options, seconds, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
-    previous = json.loads(RESULTS.read_text())["runs"] if RESULTS.exists() else []
+    results = RESULTS / f"{args.name}.json"
+    previous = json.loads(results.read_text())["runs"] if results.exists() else []
     merged = {r["name"]: r for r in previous} | {r["name"]: r for r in rows}
-    atomic_write_json(RESULTS, {"machine": f"{platform.processor() or platform.machine()}, "
-                                           f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+    atomic_write_json(results, {"machine": f"{platform.processor() or platform.machine()}, "
+                                           f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+                                           f"device {device_name()}",
                                 "runs": list(merged.values())})
     print("\n| run | params | train s | tokens/s | steps | valid nats/tok | valid ppl | test ppl |")
     print("|---|---|---|---|---|---|---|---|")

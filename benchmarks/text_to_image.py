@@ -5,7 +5,7 @@ on prompts the models never saw.
         [--encoders scratch minilm lm] [--models diffusion-xattn diffusion-pooled cvae cgan]
         [--scene-models diffusion-xattn diffusion-pooled] [--objects fashion-mnist-captions]
         [--scenes mnist5k-scenes] [--lm-seconds 120] [--samples 500] [--images-per-prompt 2] [--sample-steps 10]
-        [--runs-dir runs/bench-t2i] [--seed 0] [--threads N] [--reuse] [--name text_to_image]
+        [--runs-dir runs/bench-t2i] [--seed 0] [--threads N] [--batch-size N] [--reuse] [--name text_to_image]
 
 Prints a markdown table per part and writes benchmarks/results/NAME.json (rows of other data sets, encoders,
 models or budgets kept) and a labelled grid of each part's best run, benchmarks/results/NAME-PART.png
@@ -53,7 +53,7 @@ import genlab
 from gan import GAN as GAN_OPTIONS  # benchmarks/gan.py's DCGAN options
 from genlab.checkpoint import atomic_write_json
 from genlab.data.images import FASHION_DIR, ImageDataConfig, load_images
-from image_scoring import machine
+from image_scoring import device_name, machine
 from vae import MLP as VAE_MLP  # benchmarks/vae.py's mlp run: architecture and training options
 from vae import TRAIN as VAE_TRAIN
 
@@ -102,6 +102,8 @@ def run_one(data: str, encoder: str, model: str, seconds: float, args: argparse.
     family, options, _ = MODELS[model]
     if part == "scenes":
         options = options | SCENE_OPTIONS.get(family, {})
+    if args.batch_size:
+        options = options | {"batch_size": args.batch_size}
     out = args.runs_dir / f"{data}-{encoder}-{model}"
     row: dict[str, Any] = {"data": data, "encoder": encoder, "model": model, "seconds": seconds}
     try:
@@ -111,8 +113,9 @@ def run_one(data: str, encoder: str, model: str, seconds: float, args: argparse.
         else:
             summary = genlab.train(family, out, options | {"data": data, "text_encoder": text_encoder,
                                                            "max_seconds": seconds, "seed": args.seed}, overwrite=True)
-        row |= {"steps": summary["steps"], "train_seconds": summary["train_seconds"],
-                "train_images_per_s": summary["steps"] * int(options.get("batch_size", 64)) / summary["train_seconds"]}
+        batch = int(options.get("batch_size", 64))
+        row |= {"steps": summary["steps"], "train_seconds": summary["train_seconds"], "batch_size": batch,
+                "train_images_per_s": summary["steps"] * batch / summary["train_seconds"]}
         extra = LIKELIHOOD.get(family, {}) | ({"steps": args.sample_steps} if family == "diffusion" else {})
         t0 = time.time()
         report = genlab.evaluate(out, num_samples=args.samples, images_per_prompt=args.images_per_prompt,
@@ -248,6 +251,8 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench-t2i")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="training batch of every run (default: each model's own; larger pays on a GPU)")
     parser.add_argument("--reuse", action="store_true", help="evaluate runs already trained in --runs-dir again "
                                                              "instead of training them (steps from metrics.jsonl)")
     parser.add_argument("--name", default="text_to_image")
@@ -284,7 +289,7 @@ def main() -> None:
             results[part].pop("grid_run", None)
             results[part].setdefault("grid_runs", {})[data] = f"{data}-{best['encoder']}-{best['model']}"
             atomic_write_json(path, results)
-        print(f"\n### {part}: {data} (CPU; each row: its training budget)\n")
+        print(f"\n### {part}: {data} ({device_name()}; each row: its training budget)\n")
         print(table(part, rows))
     print(f"\nwrote {path}")
 

@@ -1,9 +1,9 @@
 """VAE benchmark: MLP and conv VAEs on mnist5k and Fashion-MNIST at a fixed CPU budget each.
 
-    .venv/bin/python benchmarks/vae.py [--seconds 60] [--only NAME ...] [--threads 1]
+    .venv/bin/python benchmarks/vae.py [--seconds 60] [--only RUN ...] [--threads 1] [--name vae]
 
-Prints a markdown table and writes benchmarks/results/vae.json and a sample grid per run
-(benchmarks/results/vae-NAME.png). Per run: test negative ELBO and IWAE-64 NLL (nats per image, Bernoulli
+Prints a markdown table and writes benchmarks/results/NAME.json and a sample grid per run
+(benchmarks/results/NAME-RUN.png). Per run: test negative ELBO and IWAE-64 NLL (nats per image, Bernoulli
 decoder, stochastically binarised test images, on the first 1000 test images), FD/KID/precision/recall of
 1000 samples against the whole test split in genlab's feature-net space (genlab.eval.images; not Inception
 FID), sampling speed and wall time. Fashion-MNIST is skipped with a note when /usr/share/datasets/fashion-mnist
@@ -42,7 +42,7 @@ TRAIN = {"likelihood": "bernoulli", "max_steps": 10_000_000, "batch_size": 128, 
 LIKELIHOOD_IMAGES = 1000
 
 
-def run_one(name: str, options: dict, seconds: float, workdir: Path) -> dict:
+def run_one(name: str, options: dict, seconds: float, workdir: Path, grid: Path) -> dict:
     out = workdir / name
     options = options | TRAIN | {"max_seconds": seconds, "seed": 1337}
     t0 = time.perf_counter()
@@ -51,7 +51,7 @@ def run_one(name: str, options: dict, seconds: float, workdir: Path) -> dict:
     ds = IMAGE_GEN.dataset(model.run_config)
     test = ds.splits["test"][:LIKELIHOOD_IMAGES]
     likelihood = model.likelihood_report(test, None, num_importance_samples=64)
-    scores = sample_and_score(model, RESULTS / f"vae-{name}.png")
+    scores = sample_and_score(model, grid)
     return {
         "name": name, "options": options, "steps": summary["steps"],
         "train_seconds": round(summary["train_seconds"], 1), "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="training budget per run")
     parser.add_argument("--only", nargs="*", choices=sorted(RUNS), help="run only these")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--name", default="vae", help="results/NAME.json and results/NAME-RUN.png")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,9 +97,10 @@ def main() -> None:
             if needs is not None and not Path(needs).is_dir():
                 rows.append({"name": name, "skipped": f"{needs} is absent (apt-get install dataset-fashion-mnist)"})
                 continue
-            rows.append(run_one(name, options, args.seconds, Path(tmp)))
+            rows.append(run_one(name, options, args.seconds, Path(tmp), RESULTS / f"{args.name}-{name}.png"))
             print(json.dumps(rows[-1]), flush=True)
-    atomic_write_json(RESULTS / "vae.json", {"machine": machine(), "seconds_per_run": args.seconds, "runs": rows})
+    atomic_write_json(RESULTS / f"{args.name}.json",
+                      {"machine": machine(), "seconds_per_run": args.seconds, "runs": rows})
     print(table(rows))
     print(f"\nmachine: {machine()}")
 
