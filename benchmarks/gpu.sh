@@ -20,7 +20,9 @@ echo "== tests"
 # shellcheck disable=SC2086  # $workers is empty or two words
 "$python" -m pytest -q -p no:cacheprovider $workers tests/test_schedulers.py tests/test_diffusion.py \
     tests/test_vae.py tests/test_gan.py tests/test_lm.py tests/test_image_task.py tests/test_resume.py \
-    tests/test_text_to_image.py tests/test_generation.py || status=1
+    tests/test_text_to_image.py tests/test_generation.py tests/test_cli.py tests/test_captions.py \
+    tests/test_text_image_eval.py tests/test_images_data.py tests/test_image_metrics.py \
+    tests/test_text_encoders.py tests/test_registry.py || status=1
 echo "== language models"
 "$python" benchmarks/lm.py --only shakespeare-gpt-b32-135s shakespeare-lstm-135s ptb-lstm \
     --seconds "$seconds" --name "lm-$tag" || status=1
