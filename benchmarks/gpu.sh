@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check: on a machine with a CUDA card, the test suite's training paths (each test trains on the "auto"
-# device, CUDA there) and short LM, VAE and GAN benchmark runs under mixed precision ("auto" precision is bf16 on
+# The GPU check: on a machine with a CUDA card, the test suite's training paths (tests that name no device
+# train on "auto", CUDA there) and short LM, VAE and GAN benchmark runs under mixed precision ("auto" precision is bf16 on
 # a card that supports it). Results go to benchmarks/results/{lm,vae,gan}-TAG.json beside the CPU ones.
 #
 #     bash benchmarks/gpu.sh [SECONDS] [TAG]      # from the repository root; default 20 s per run, tag "gpu"
