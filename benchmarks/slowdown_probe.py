@@ -33,7 +33,7 @@ class PlainVAE:
     def __init__(self, images: torch.Tensor, seed: int):
         torch.manual_seed(seed)
         cls = get_model_class("vae")
-        options = {k: v for k, v in MLP.items() if k != "data"} | {"likelihood": TRAIN["likelihood"]}
+        options = MLP | {"likelihood": TRAIN["likelihood"]}
         self.model = cls(cls.Config(**options, **cls.shapes_from_data(1, 28, 10)))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=TRAIN["lr"], fused=True)
         self.images, self.batch = images, TRAIN["batch_size"]
