@@ -63,6 +63,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 DIFFUSION = {"max_steps": 10_000_000, "log_interval": 50, "precision": "bf16", "guidance": 2.0}
 MODELS = {  # name -> (genlab model family, options, label in the tables)
     "diffusion-xattn": ("diffusion", DIFFUSION | {"cross_attention": True}, "diffusion, cross-attention"),
+    "diffusion-xattn-pos": ("diffusion", DIFFUSION | {"cross_attention": True, "position_embedding": True},
+                            "diffusion, cross-attention + position embedding"),
     "diffusion-pooled": ("diffusion", DIFFUSION | {"cross_attention": False}, "diffusion, pooled only"),
     "cvae": ("vae", VAE_MLP | VAE_TRAIN, "MLP VAE, pooled"),
     "cgan": ("gan", GAN_OPTIONS | {"loss": "hinge", "lr": 2e-4, "spectral_norm": True}, "DCGAN hinge + SN, pooled"),

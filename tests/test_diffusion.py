@@ -19,6 +19,7 @@ from genlab.data.images import to_model_range
 from genlab.errors import ConfigError
 from genlab.models.diffusion.ddpm import Diffusion, DiffusionConfig, discretized_gaussian_log_likelihood
 from genlab.models.diffusion.unet import UNet
+from genlab.nn.attention import attention
 from genlab.schedulers import SAMPLERS
 from genlab.tasks.images import IMAGE_GEN, ImageSplit
 from genlab.trainer import StepContext, TrainConfig, default_optimizer
@@ -118,6 +119,18 @@ def test_unet_shapes_zero_output_at_init_then_learns(size: int, channels: int, c
     if cond_dim:
         with pytest.raises(ValueError, match="pass cond"):
             net(x, t)
+
+
+def test_attention_under_cpu_bf16_autocast_runs_in_fp32_and_returns_bf16() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 9, 8, generator=gen) for _ in range(3))
+    mask = torch.tensor([True] * 7 + [False] * 2)[None, None, None, :].expand(2, 1, 1, 9)
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - want).abs().max() < 0.05  # only the inputs' and output's bf16 rounding
+    assert torch.equal(attention(q, k, v, mask), want)  # fp32 is SDPA itself
 
 
 # --- 3. classifier-free guidance ---

@@ -60,6 +60,26 @@ def test_cross_attention_ignores_padding_tokens() -> None:
     assert (net(x, t, vec, (other, mask))[0] - out[0]).abs().max() > 1e-4
 
 
+def test_position_embedding_starts_at_zero_and_then_tells_queries_where_they_are() -> None:
+    kwargs = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=1, attention_heads=2,
+                  cond_dim=4, context_dim=6)
+    torch.manual_seed(0)
+    plain = randomize(UNet(1, 8, **kwargs)).eval()
+    placed = UNet(1, 8, **kwargs, position_embedding=True).eval()
+    positions = [name for name, _ in placed.named_parameters() if name.endswith(".position")]
+    assert len(positions) == 8  # self- and cross-attention at the lowest level: encoder, middle, 2 decoder blocks
+    assert all(placed.get_parameter(n).shape == (1, 16, 4, 4) for n in positions)  # 8 px halved once: 4 x 4
+    weights = plain.state_dict()
+    weights |= {n: torch.zeros(1, 16, 4, 4) for n in positions}
+    placed.load_state_dict(weights)  # the same weights, the embeddings at their initial zeros
+    x, t, vec = torch.randn(2, 1, 8, 8), torch.tensor([3, 7]), torch.randn(2, 4)
+    context = (torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.bool))
+    assert torch.equal(placed(x, t, vec, context), plain(x, t, vec, context))
+    with torch.no_grad():
+        placed.get_parameter(positions[1]).normal_()  # a learned embedding changes what the cross-attention asks
+    assert (placed(x, t, vec, context) - plain(x, t, vec, context)).abs().max() > 1e-4
+
+
 def test_condition_cat_pads_to_the_longer_prompt() -> None:
     a = Condition(torch.ones(2, 3), torch.ones(2, 4, 5), torch.ones(2, 4, dtype=torch.bool))
     b = Condition(torch.zeros(1, 3), torch.zeros(1, 1, 5), torch.ones(1, 1, dtype=torch.bool))

@@ -15,10 +15,10 @@ from collections import Counter
 from collections.abc import Iterable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.nn.attention import attention
 from genlab.nn.init import gpt2_init
 from genlab.text_encoders.base import TextEncoder
 
@@ -68,7 +68,7 @@ class SelfAttention(nn.Module):
         B, L, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, L, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # mask: True = attend
+        y = attention(q, k, v, mask[:, None, None, :])  # mask: True = attend
         return self.proj(y.transpose(1, 2).reshape(B, L, C))
 
 

@@ -70,6 +70,8 @@ class DiffusionConfig(TextConditioningConfig):
     num_res_blocks: int = option(1, "U-Net: residual blocks per level (the decoder has one more)")
     attention_levels: int = option(1, "U-Net: self-attention in the lowest this many levels (and the middle)")
     attention_heads: int = option(4, "U-Net: heads of each self-attention layer")
+    position_embedding: bool = option(False, "U-Net: a learned position embedding in every attention layer (tells "
+                                             "each part of the image where it is)")
     dropout: float = option(0.1, "U-Net: dropout in the residual blocks", Range(0.0, 0.3))
     cond_dim: int = option(64, "size of the conditioning vector (class or pooled text embedding) and of the "
                                "projected prompt tokens")
@@ -157,7 +159,7 @@ class Denoiser(nn.Module):
         conditioned = c.conditional or c.text_conditioned
         self.unet = UNet(c.channels, c.image_size, c.base_channels, tuple(c.channel_mult), c.num_res_blocks,
                          c.attention_levels, c.attention_heads, c.dropout, c.cond_dim if conditioned else 0,
-                         c.cond_dim if cross else 0)
+                         c.cond_dim if cross else 0, c.position_embedding)
 
     def condition(self, labels: torch.Tensor | None = None, prompts: list[str] | None = None) -> Condition | None:
         if self.text is not None:

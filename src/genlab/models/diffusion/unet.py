@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.errors import ConfigError
+from genlab.nn.attention import attention
 
 Context = tuple[torch.Tensor, torch.Tensor] | None  # token states (B, L, D) and their mask (B, L), True = a token
 
@@ -83,9 +84,16 @@ class ResBlock(nn.Module):
 
 class _Attention(nn.Module):
     """What both attention blocks share: heads that divide the width, a GroupNorm in, the block's own input
-    projections, a zero-init 1×1 conv out (registered in this order, the order of the parameters)."""
+    projections, a zero-init 1×1 conv out (registered in this order, the order of the parameters), and with
+    `size` a learned position embedding (C, size, size) added to the normalised input.
 
-    def __init__(self, channels: int, heads: int, **projections: nn.Module):
+    Attention is blind to where a feature sits, and a convolution knows it only near the borders its receptive
+    field reaches. The embedding tells each query its place, so that cross-attention might learn "the left half
+    reads the word that the prompt puts on the left" once for every item rather than per pair of items
+    (Dosovitskiy et al. 2021 and Peebles & Xie 2023 add one to every token for the same reason). It starts at
+    zero: the block starts as without it."""
+
+    def __init__(self, channels: int, heads: int, size: int | None = None, **projections: nn.Module):
         super().__init__()
         if channels % heads:
             raise ConfigError(f"attention over {channels} channels cannot be split into {heads} heads; "
@@ -95,20 +103,25 @@ class _Attention(nn.Module):
         for name, layer in projections.items():
             self.add_module(name, layer)
         self.out = zero_init(nn.Conv2d(channels, channels, 1))
+        self.position = nn.Parameter(torch.zeros(1, channels, size, size)) if size else None
+
+    def normed(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        return h if self.position is None else h + self.position
 
 
 class SelfAttention(_Attention):
     """Multi-head self-attention over the H·W positions, as a residual block."""
 
-    def __init__(self, channels: int, heads: int):
-        super().__init__(channels, heads, qkv=nn.Conv2d(channels, 3 * channels, 1))
+    def __init__(self, channels: int, heads: int, size: int | None = None):
+        super().__init__(channels, heads, size, qkv=nn.Conv2d(channels, 3 * channels, 1))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         B, C, H, W = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
+        q, k, v = self.qkv(self.normed(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
         # Contiguous copies: on the CPU, SDPA over these transposed views runs several times slower (4.7× forward,
         # 1.9× forward + backward at 14×14, batch 32) than over the copies.
-        h = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())  # (B, heads, H·W, C/heads)
+        h = attention(q.contiguous(), k.contiguous(), v.contiguous())  # (B, heads, H·W, C/heads)
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
@@ -116,18 +129,18 @@ class CrossAttention(_Attention):
     """Multi-head attention from the H·W positions (queries) to the L context tokens (keys, values), padding
     tokens masked out, as a residual block."""
 
-    def __init__(self, channels: int, context_dim: int, heads: int):
-        super().__init__(channels, heads, q=nn.Conv2d(channels, channels, 1), kv=nn.Linear(context_dim, 2 * channels))
+    def __init__(self, channels: int, context_dim: int, heads: int, size: int | None = None):
+        super().__init__(channels, heads, size, q=nn.Conv2d(channels, channels, 1),
+                         kv=nn.Linear(context_dim, 2 * channels))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         if context is None:
             raise ValueError("this U-Net was built with cross-attention; pass the context tokens")
         tokens, mask = context  # (B, L, D), (B, L)
         B, C, H, W = x.shape
-        q = self.q(self.norm(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)  # (B, h, HW, c)
+        q = self.q(self.normed(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)  # (B, h, HW, c)
         k, v = self.kv(tokens).reshape(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, L, c)
-        h = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(),  # as in SelfAttention
-                                           attn_mask=mask[:, None, None, :])
+        h = attention(q.contiguous(), k.contiguous(), v.contiguous(), mask[:, None, None, :])  # as in SelfAttention
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
@@ -171,7 +184,8 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2, attention_levels: int = 1,
-                 attention_heads: int = 4, dropout: float = 0.1, cond_dim: int = 0, context_dim: int = 0):
+                 attention_heads: int = 4, dropout: float = 0.1, cond_dim: int = 0, context_dim: int = 0,
+                 position_embedding: bool = False):
         super().__init__()
         check_unet_shape(image_size, channel_mult)
         widths = [base_channels * int(m) for m in channel_mult]
@@ -185,13 +199,14 @@ class UNet(nn.Module):
         def block(a: int, b: int, level: int) -> list[nn.Module]:
             layers: list[nn.Module] = [ResBlock(a, b, emb_dim, dropout)]
             if level >= levels - attention_levels:
-                layers += attention(b)
+                layers += attention(b, level)
             return layers
 
-        def attention(width: int) -> list[nn.Module]:
-            layers: list[nn.Module] = [SelfAttention(width, attention_heads)]
+        def attention(width: int, level: int) -> list[nn.Module]:
+            size = image_size >> level if position_embedding else None
+            layers: list[nn.Module] = [SelfAttention(width, attention_heads, size)]
             if context_dim:
-                layers.append(CrossAttention(width, context_dim, attention_heads))
+                layers.append(CrossAttention(width, context_dim, attention_heads, size))
             return layers
 
         # Encoder: every block's output is kept for the decoder (skip_widths tracks their channels).
@@ -205,7 +220,8 @@ class UNet(nn.Module):
             if level < levels - 1:
                 self.down.append(Stage([Downsample(ch)]))
                 skip_widths.append(ch)
-        self.middle = Stage([ResBlock(ch, ch, emb_dim, dropout), *attention(ch), ResBlock(ch, ch, emb_dim, dropout)])
+        self.middle = Stage([ResBlock(ch, ch, emb_dim, dropout), *attention(ch, levels - 1),
+                             ResBlock(ch, ch, emb_dim, dropout)])
         # Decoder: one more block per level than the encoder, each taking one skip connection.
         self.up = nn.ModuleList()
         for level in reversed(range(levels)):

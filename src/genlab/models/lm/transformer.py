@@ -33,6 +33,7 @@ from torch import nn
 from genlab.config import Choice, Range, option
 from genlab.errors import ConfigError
 from genlab.models.lm.base import LanguageModel, State
+from genlab.nn.attention import attention
 from genlab.nn.init import gpt2_init
 from genlab.registry import register
 
@@ -77,18 +78,6 @@ class CausalSelfAttention(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         y = attention(q, k, v, mask, past is None, self.dropout if self.training else 0.0)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C))), (k, v)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
-              dropout_p: float) -> torch.Tensor:
-    """SDPA; in fp32 on the CPU whatever the autocast dtype: there (PyTorch 2.x) the bf16 flash-attention backward
-    is several times slower than the fp32 one, which costs more than the attention's few FLOPs save."""
-    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
-        with torch.autocast("cpu", enabled=False):
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, is_causal=is_causal,
-                                               dropout_p=dropout_p)
-        return y.to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p)
 
 
 def causal_mask(past: int, new: int, like: torch.Tensor) -> torch.Tensor:
