@@ -199,10 +199,10 @@ class UNet(nn.Module):
         def block(a: int, b: int, level: int) -> list[nn.Module]:
             layers: list[nn.Module] = [ResBlock(a, b, emb_dim, dropout)]
             if level >= levels - attention_levels:
-                layers += attention(b, level)
+                layers += attention_layers(b, level)
             return layers
 
-        def attention(width: int, level: int) -> list[nn.Module]:
+        def attention_layers(width: int, level: int) -> list[nn.Module]:
             size = image_size >> level if position_embedding else None
             layers: list[nn.Module] = [SelfAttention(width, attention_heads, size)]
             if context_dim:
@@ -220,7 +220,7 @@ class UNet(nn.Module):
             if level < levels - 1:
                 self.down.append(Stage([Downsample(ch)]))
                 skip_widths.append(ch)
-        self.middle = Stage([ResBlock(ch, ch, emb_dim, dropout), *attention(ch, levels - 1),
+        self.middle = Stage([ResBlock(ch, ch, emb_dim, dropout), *attention_layers(ch, levels - 1),
                              ResBlock(ch, ch, emb_dim, dropout)])
         # Decoder: one more block per level than the encoder, each taking one skip connection.
         self.up = nn.ModuleList()
