@@ -17,8 +17,10 @@ frozen pretrained all-MiniLM-L6-v2 of the genlab[minilm] extra) and "lm" (a genl
 language model trained for --lm-seconds on the data set's training captions, one per line, then frozen: the
 toolkit's own LM feeding its image model). Models: "diffusion-xattn" (the diffusion U-Net with cross-attention
 to the prompt's tokens, its defaults plus DIFFUSION below), "diffusion-pooled" (the same without
-cross-attention: the pooled prompt embedding alone), "cvae" (benchmarks/vae.py's MLP VAE) and "cgan"
-(benchmarks/gan.py's DCGAN hinge + spectral norm), the last two conditioned on the pooled embedding. Scenes
+cross-attention: the pooled prompt embedding alone), "diffusion-xattn-pos" (cross-attention with the U-Net's
+learned position embedding), "diffusion-xattn-pos-a2" (that with attention in the two lowest levels), "cvae"
+(benchmarks/vae.py's MLP VAE) and "cgan" (benchmarks/gan.py's DCGAN hinge + spectral norm), the last two
+conditioned on the pooled embedding. Scenes
 default to mnist5k-scenes, whose judge can read the goal: its region classifier reads 96% of real test scene
 halves right and 90% of the real held-out pictures wholly right, against 58% on fashion-mnist-scenes, where
 shirts, pullovers and coats look alike; scene U-Nets train without dropout (SCENE_OPTIONS).
@@ -65,6 +67,9 @@ MODELS = {  # name -> (genlab model family, options, label in the tables)
     "diffusion-xattn": ("diffusion", DIFFUSION | {"cross_attention": True}, "diffusion, cross-attention"),
     "diffusion-xattn-pos": ("diffusion", DIFFUSION | {"cross_attention": True, "position_embedding": True},
                             "diffusion, cross-attention + position embedding"),
+    "diffusion-xattn-pos-a2": ("diffusion", DIFFUSION | {"cross_attention": True, "position_embedding": True,
+                                                         "attention_levels": 2},
+                               "diffusion, cross-attention + position embedding, attention in two levels"),
     "diffusion-pooled": ("diffusion", DIFFUSION | {"cross_attention": False}, "diffusion, pooled only"),
     "cvae": ("vae", VAE_MLP | VAE_TRAIN, "MLP VAE, pooled"),
     "cgan": ("gan", GAN_OPTIONS | {"loss": "hinge", "lr": 2e-4, "spectral_norm": True}, "DCGAN hinge + SN, pooled"),
