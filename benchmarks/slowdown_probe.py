@@ -18,8 +18,9 @@ from pathlib import Path
 import torch
 
 from genlab.checkpoint import atomic_write_json
-from genlab.cpu import flush_denormals, keep_freed_memory
+from genlab.cpu import flush_denormals
 from genlab.data.images import ImageDataConfig, load_images
+from genlab.malloc import keep_freed_memory
 from genlab.registry import get_model_class
 from image_scoring import machine
 from vae import MLP, TRAIN

@@ -21,7 +21,7 @@ torch.set_flush_denormal sets the calling thread's flags only) or off (torch.set
 --no-flush-denormal is the same). Subnormals show in the optimizer state when flushing is off, or main with
 more than one thread.
 
---malloc shows what keeping freed memory for reuse does (genlab.cpu.keep_freed_memory): keep (what the trainer
+--malloc shows what keeping freed memory for reuse does (genlab.malloc.keep_freed_memory): keep (what the trainer
 does) or default (glibc's own policy: a block above its mmap threshold, at most 32 MiB, is unmapped when freed,
 and the next step faults its pages in again).
 

@@ -37,7 +37,7 @@ def test_flush_reaches_every_thread_and_is_undone() -> None:
 # its steady size: aligned blocks do not fit exactly in the hole a freed one leaves, so the first few grow it.
 FAULTS = """
 import resource, sys, torch
-from genlab.cpu import keep_freed_memory
+from genlab.malloc import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def make_and_free():

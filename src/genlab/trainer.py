@@ -30,9 +30,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from genlab.checkpoint import CHECKPOINT, WEIGHTS, RunDir, load_neural, load_tensors, save_tensors
 from genlab.config import Range, option
-from genlab.cpu import flush_denormals, keep_freed_memory
+from genlab.cpu import flush_denormals
 from genlab.distributed import DistInfo, all_reduce_max, all_reduce_mean, pick_device
 from genlab.errors import CheckpointError, ConfigError, TrainingError
+from genlab.malloc import keep_freed_memory
 from genlab.progress import progress_bar
 
 

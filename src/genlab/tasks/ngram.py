@@ -22,6 +22,7 @@ from genlab.data.text import TextSourceConfig, evaluation_text, load_corpus
 from genlab.data.tokenizers import BPETokenizer, tokenizer_from_dict, train_tokenizer
 from genlab.errors import CheckpointError, ConfigError
 from genlab.eval.sentences import sentence_score
+from genlab.malloc import keep_freed_memory
 
 SPACE = "\u2581"  # stands for " " in character n-grams
 
@@ -80,6 +81,7 @@ class NgramTask:
         if resume:
             raise ConfigError("n-gram models are estimated in one pass; there is nothing to resume")
         data_cfg: NgramDataConfig = cfg["data"]
+        keep_freed_memory()  # numpy temporaries of hundreds of MiB on large corpora: reuse them, as training does
         start = time.perf_counter()
         corpus = load_corpus(data_cfg)
         bpe = None

@@ -12,7 +12,8 @@ is one `np.searchsorted` per order: rank of the prefix first, then the key. This
 KenLM's trie, and avoids base-V packing that overflows 64 bits at order 5 with a 10k vocabulary.
 
 Counting is chunked: `count_chunk` counts one chunk of the corpus, `merge_counts` merges the chunks order by
-order, so corpora larger than memory for the position arrays can be counted piece by piece. Counting also
+order, so corpora larger than memory for the position arrays can be counted piece by piece (a large chunk's keys
+by a radix sort where numba is installed: genlab.models.ngram.sorting). Counting also
 yields each table's keys and each n-gram's suffix row (the lower-order n-gram it backs off to), which
 estimation would otherwise look up with a binary search per n-gram and order; merging carries them over by
 renumbering each chunk's ranks into the merged tables.
@@ -23,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from genlab.models.ngram.sorting import unique_inverse_counts
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2  # KenLM's fixed ids for the three special words
@@ -62,9 +65,10 @@ def count_chunk(tokens: np.ndarray, sentence_ids: np.ndarray, order: int, vocab_
     Input: `tokens`, the chunk's padded sentences (`<s> w1 .. wk </s>` each) as int ids, and `sentence_ids`,
     the sentence number of each token (n-grams never cross sentences). Output: RawCounts.
     """
+    per_id = np.bincount(tokens, minlength=vocab_size)
+    unigram_ids = np.flatnonzero(per_id)
+    counts: list[np.ndarray] = [per_id[unigram_ids].astype(np.int64)]
     tokens = tokens.astype(np.uint64)
-    unigram_ids, cnt = np.unique(tokens, return_counts=True)
-    counts: list[np.ndarray] = [cnt.astype(np.int64)]
     keys: list[np.ndarray] = [np.zeros(0, np.uint64)]
     suffixes: list[np.ndarray] = [np.zeros(0, np.int64)]
     # rank[i]: row of the (n-1)-gram starting at position i in its table (-1: none). A unigram's row is its
@@ -73,9 +77,7 @@ def count_chunk(tokens: np.ndarray, sentence_ids: np.ndarray, order: int, vocab_
     v = np.uint64(vocab_size)
     for n in range(2, order + 1):
         starts = np.flatnonzero(sentence_ids[:max(len(tokens) - n + 1, 0)] == sentence_ids[n - 1:])
-        uniq, inverse, cnt = np.unique(prev_rank[starts].astype(np.uint64) * v + tokens[starts + n - 1],
-                                       return_inverse=True, return_counts=True)
-        inverse = inverse.ravel()
+        uniq, inverse, cnt = unique_inverse_counts(prev_rank[starts].astype(np.uint64) * v + tokens[starts + n - 1])
         counts.append(cnt.astype(np.int64))
         keys.append(uniq)
         # The suffix of the n-gram starting at i is the (n-1)-gram starting at i+1 (any occurrence will do).
