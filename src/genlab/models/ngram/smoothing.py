@@ -99,9 +99,9 @@ class Estimate:
     normalized: bool = True
 
 
-def _log10(x: np.ndarray) -> np.ndarray:
+def _log10(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     with np.errstate(divide="ignore"):
-        return np.log10(x)
+        return np.log10(x, out=out)
 
 
 class Smoother(ABC):
@@ -207,20 +207,26 @@ def interpolate(counts: Counts, initial: Initial) -> Estimate:
     Input: counts (for contexts/suffixes) and the initial probabilities. Output: an Estimate with
     p(w) = alpha(w) + gamma() / (V - 1)   and   p(w | c) = alpha(c w) + gamma(c) * p(w | c')
     for every stored n-gram, and backoff(c) = gamma(c) for every context with continuations (1 otherwise).
+    `initial` is consumed: each order's probabilities, then their log10, are computed in its alpha array (on a
+    large corpus three arrays per n-gram alive at once would set the peak memory of estimation).
     """
     v = counts.vocab_size - 1
-    p = initial.alpha[0] + initial.gamma[0][0] / v
-    p[BOS_ID] = 1.0  # <s> is never predicted; KenLM writes log10 p = 0 for it
-    probs = [p]
+    alpha, initial.alpha = initial.alpha, []
+    probs = [alpha[0]]
+    probs[0] += initial.gamma[0][0] / v
+    probs[0][BOS_ID] = 1.0  # <s> is never predicted; KenLM writes log10 p = 0 for it
     for n in range(2, counts.order + 1):
-        ctx = counts.context_of(n)
-        probs.append(initial.alpha[n - 1] + initial.gamma[n - 1][ctx] * probs[-1][counts.suffix_of(n)])
+        lower = initial.gamma[n - 1][counts.context_of(n)]
+        lower *= probs[-1][counts.suffix_of(n)]
+        probs.append(alpha[n - 1])
+        probs[-1] += lower
+        del lower
     backoff = []
     for n in range(1, counts.order):
         g = initial.gamma[n]  # gamma of order n+1 lives on the rows of table n
         backoff.append(np.where(np.isnan(g), 0.0, _log10(np.where(np.isnan(g), 1.0, g))))
     backoff.append(np.zeros(len(counts.rows[-1])))
-    return Estimate("backoff", [_log10(x) for x in probs], backoff)
+    return Estimate("backoff", [_log10(x, out=x) for x in probs], backoff)
 
 
 class Interpolated(Smoother):
@@ -348,13 +354,17 @@ class ModifiedKneserNey(Interpolated):
         self.discounts = self.compute_discounts(count_of_counts(counts, adjusted))
         alpha, gamma = [], []
         for n in range(1, counts.order + 1):
-            a = adjusted[n - 1]
+            a, adjusted[n - 1] = adjusted[n - 1], None  # released order by order: estimation's peak memory
             table = np.concatenate([[0.0], self.discounts[n - 1]])  # D by adjusted count 0, 1, 2, 3+
             d = table[np.minimum(a, 3)]
-            ctx, total = _per_context(counts, n, a.astype(np.float64))
-            _, discounted = _per_context(counts, n, d)
+            ctx = counts.context_of(n)
+            total = np.bincount(ctx, weights=a.astype(np.float64), minlength=counts.n_contexts(n))
+            discounted = np.bincount(ctx, weights=d, minlength=counts.n_contexts(n))
+            d = np.subtract(a, d, out=d)  # a - d: the discounted counts
+            del a
             with np.errstate(invalid="ignore", divide="ignore"):
-                alpha.append((a - d) / total[ctx])
+                d /= total[ctx]
+                alpha.append(d)
                 gamma.append(np.where(total > 0, discounted / total, np.nan))
         return Initial(alpha, gamma)
 
