@@ -246,6 +246,8 @@ def grown_corpus(train: Path, copies: int, out: Path) -> Path:
 
 def bench_growth(sizes: list[int], corpus: dict[str, Path], tmp: Path, lmplz: str | None) -> list[dict]:
     """Order-5 estimation time and peak memory at each multiple of PTB's training text, genlab beside lmplz."""
+    from genlab.models.ngram import NgramLM
+
     rows = []
     for size in sizes:
         data = tmp / f"grown{size}"
@@ -260,8 +262,6 @@ def bench_growth(sizes: list[int], corpus: dict[str, Path], tmp: Path, lmplz: st
             out = tmp / f"grown{size}.run"
             genlab_runs.append(measured([sys.executable, "-m", "genlab", "train", "ngram", "--order", "5",
                                          "--data", str(data), "--out", str(out)]))
-            from genlab.models.ngram import NgramLM
-
             row["ngrams"] = sum(NgramLM.load(out).counts_per_order())
             shutil.rmtree(out)
             if lmplz:

@@ -239,10 +239,10 @@ class Interpolated(Smoother):
         return interpolate(counts, self.initial_probabilities(counts))
 
 
-def _per_context(counts: Counts, n: int, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(context row of each order-n n-gram, sum of `values` per context)."""
+def _per_context(counts: Counts, n: int, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(context row of each order-n n-gram, then the sum per context of each of `values`)."""
     ctx = counts.context_of(n)
-    return ctx, np.bincount(ctx, weights=values, minlength=counts.n_contexts(n))
+    return ctx, *(np.bincount(ctx, weights=v, minlength=counts.n_contexts(n)) for v in values)
 
 
 class WittenBell(Interpolated):
@@ -253,8 +253,7 @@ class WittenBell(Interpolated):
         alpha, gamma = [], []
         for n in range(1, counts.order + 1):
             c = counts.predicted_unigram_counts() if n == 1 else counts.counts[n - 1].astype(np.float64)
-            ctx, total = _per_context(counts, n, c)
-            types = np.bincount(ctx, weights=(c > 0).astype(np.float64), minlength=len(total))
+            ctx, total, types = _per_context(counts, n, c, (c > 0).astype(np.float64))
             denom = total + types
             with np.errstate(invalid="ignore", divide="ignore"):
                 alpha.append(c / denom[ctx])
@@ -357,9 +356,7 @@ class ModifiedKneserNey(Interpolated):
             a, adjusted[n - 1] = adjusted[n - 1], None  # released order by order: estimation's peak memory
             table = np.concatenate([[0.0], self.discounts[n - 1]])  # D by adjusted count 0, 1, 2, 3+
             d = table[np.minimum(a, 3)]
-            ctx = counts.context_of(n)
-            total = np.bincount(ctx, weights=a.astype(np.float64), minlength=counts.n_contexts(n))
-            discounted = np.bincount(ctx, weights=d, minlength=counts.n_contexts(n))
+            ctx, total, discounted = _per_context(counts, n, a.astype(np.float64), d)
             d = np.subtract(a, d, out=d)  # a - d: the discounted counts
             del a
             with np.errstate(invalid="ignore", divide="ignore"):
