@@ -79,6 +79,7 @@ def tiny_batch(n_per_class: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     ({"dropout": 1.0}, "--dropout"),
     ({"ema_decay": 1.0}, "--ema-decay"),
     ({"base_channels": 0}, "at least 1"),
+    ({"patch_size": 0}, "patch_size must be at least 1"),
 ])
 def test_bad_config_values(options: dict, match: str) -> None:
     DiffusionConfig().validate()  # the defaults are fine
@@ -91,6 +92,11 @@ def test_bad_shapes_for_the_data() -> None:
     with pytest.raises(ConfigError, match="multiple of 4; 30 is not"):
         Diffusion(DiffusionConfig(image_size=30, channel_mult=(1, 2, 2), base_channels=8))
     Diffusion(DiffusionConfig(image_size=30, **TINY_NET))  # two levels: 30 → 15 is fine
+    with pytest.raises(ConfigError, match="--patch-size 3 must divide the image size 32"):
+        Diffusion(DiffusionConfig(image_size=32, patch_size=3, **TINY_NET))
+    # Patches of 2 first: 36 → 18, then through three levels 18 → 9 → 4.5.
+    with pytest.raises(ConfigError, match="multiple of 4; 18 is not"):
+        Diffusion(DiffusionConfig(image_size=36, patch_size=2, channel_mult=(1, 2, 2), base_channels=8))
     with pytest.raises(ConfigError, match="--conditional needs labelled images"):
         Diffusion(DiffusionConfig(conditional=True, num_classes=0, **TINY_NET))
     with pytest.raises(ConfigError, match="heads"):
@@ -119,6 +125,24 @@ def test_unet_shapes_zero_output_at_init_then_learns(size: int, channels: int, c
     if cond_dim:
         with pytest.raises(ValueError, match="pass cond"):
             net(x, t)
+
+
+def test_patches_fold_into_channels_around_a_unet_at_a_lower_resolution() -> None:
+    kwargs = dict(base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=1, attention_heads=2,
+                  cond_dim=4, position_embedding=True)
+    torch.manual_seed(0)
+    folded = UNet(3, 16, **kwargs, patch_size=2).eval()
+    inner = UNet(12, 8, **kwargs).eval()  # 2 x 2 patches of 3 channels: 12 channels at 8 x 8
+    inner.load_state_dict(folded.state_dict())  # the same parameters, shapes included
+    with torch.no_grad():
+        folded.head[-1].weight.normal_()  # the zero-initialised head would make any two nets agree
+        inner.head[-1].weight.copy_(folded.head[-1].weight)
+    x, t, cond = torch.randn(2, 3, 16, 16), torch.tensor([5, 50]), torch.randn(2, 4)
+    out = folded(x, t, cond)
+    assert out.shape == x.shape
+    expected = torch.nn.functional.pixel_shuffle(inner(torch.nn.functional.pixel_unshuffle(x, 2), t, cond), 2)
+    assert torch.equal(out, expected)
+    assert out.abs().max() > 0
 
 
 def test_attention_under_cpu_bf16_autocast_runs_in_fp32_and_returns_bf16() -> None:
@@ -218,6 +242,16 @@ def test_same_seed_same_weights_and_load_is_exact(tiny: Path, tmp_path: Path) ->
     s2 = m2.generate(4, y, torch.Generator().manual_seed(3), sampler="ddpm", steps=3)
     assert torch.equal(s1, s2)
     assert load_tensors(a / WEIGHTS)[0].keys() == state.keys()
+
+
+def test_a_run_with_patches_saves_loads_and_samples_full_size_images(tiny: Path, tmp_path: Path) -> None:
+    run = short_run(tiny, tmp_path / "p2", patch_size=2, seed=1)
+    model = genlab.load(run, device="cpu")
+    assert model.config.patch_size == 2 and model.denoiser.unet.stem.in_channels == 4  # 2 x 2 pixels of 1 channel
+    images = model.generate(2, torch.tensor([0, 1]), torch.Generator().manual_seed(0), steps=3)
+    assert images.shape == (2, 1, 16, 16)
+    again = genlab.load(run, device="cpu").generate(2, torch.tensor([0, 1]), torch.Generator().manual_seed(0), steps=3)
+    assert torch.equal(images, again)
 
 
 # --- 5. the discretised Gaussian decoder ---

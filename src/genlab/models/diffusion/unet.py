@@ -11,6 +11,8 @@ References:
     Vaswani et al. 2017 (the sinusoidal embedding)
     Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models" (cross-attention from
         the U-Net's features to a text encoder's token states, after self-attention at the low resolutions)
+    Hoogeboom, Heek & Salimans 2023, "simple diffusion" (§3: a pixel-space U-Net that starts by folding each
+        patch of pixels into channels does the work of the low-resolution levels only, at a fraction of the cost)
 
     x (B, C, H, W) ─ conv 3×3 ─┬─ level 0: R × ResBlock ─ down ─ level 1 ... ─ level L−1: R × ResBlock [+ Attn]
                                │                                                          │
@@ -23,6 +25,9 @@ References:
 
 Level i has base·channel_mult[i] channels at resolution H / 2^i; each downsampling halves H and W (a stride-2
 conv), so the image size must be divisible by 2^(levels − 1): 28 → 14 → 7, 32 → 16 → 8, 64 → 32 → 16 → 8.
+With `patch_size` p > 1 every p×p patch of pixels is folded into p² channels before the stem (pixel unshuffle)
+and unfolded after the head (pixel shuffle): the U-Net runs at H / p, where a convolution costs p² times less
+(48×48 scenes with p = 2: four times the images per second on a CPU), and still predicts every pixel.
 Self-attention runs at the lowest `attention_levels` levels and in the middle. The conditioning input is a
 vector (a class embedding, a pooled text embedding): it joins the timestep embedding, so any conditioner that
 yields a vector drives the same network. With `context_dim`, every self-attention layer is followed by a
@@ -171,11 +176,15 @@ class Stage(nn.ModuleList):
         return x
 
 
-def check_unet_shape(image_size: int, channel_mult: tuple[int, ...]) -> None:
+def check_unet_shape(image_size: int, channel_mult: tuple[int, ...], patch_size: int = 1) -> None:
+    if image_size % patch_size:
+        raise ConfigError(f"--patch-size {patch_size} must divide the image size {image_size}")
+    image_size //= patch_size
     factor = 2 ** (len(channel_mult) - 1)
     if image_size % factor:
         raise ConfigError(f"a U-Net with {len(channel_mult)} levels halves the image {len(channel_mult) - 1} "
-                          f"times, so the image size must be a multiple of {factor}; {image_size} is not "
+                          f"times, so the image size (over --patch-size) must be a multiple of {factor}; "
+                          f"{image_size} is not "
                           "(use fewer --channel-mult entries or --image-size 32)")
 
 
@@ -185,9 +194,12 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2, attention_levels: int = 1,
                  attention_heads: int = 4, dropout: float = 0.1, cond_dim: int = 0, context_dim: int = 0,
-                 position_embedding: bool = False):
+                 position_embedding: bool = False, patch_size: int = 1):
         super().__init__()
-        check_unet_shape(image_size, channel_mult)
+        check_unet_shape(image_size, channel_mult, patch_size)
+        self.patch_size = patch_size
+        image_size //= patch_size
+        in_channels *= patch_size**2
         widths = [base_channels * int(m) for m in channel_mult]
         levels = len(widths)
         emb_dim = 4 * base_channels
@@ -240,7 +252,7 @@ class UNet(nn.Module):
             if cond is None:
                 raise ValueError("this U-Net was built for a conditioning vector; pass cond")
             emb = emb + self.cond_proj(cond)
-        h = self.stem(x)
+        h = self.stem(F.pixel_unshuffle(x, self.patch_size))
         skips = [h]
         for stage in self.down:
             h = stage(h, emb, context)
@@ -248,4 +260,4 @@ class UNet(nn.Module):
         h = self.middle(h, emb, context)
         for stage in self.up:
             h = stage(torch.cat([h, skips.pop()], dim=1), emb, context)
-        return self.head(h)
+        return F.pixel_shuffle(self.head(h), self.patch_size)
