@@ -182,9 +182,9 @@ def check_unet_shape(image_size: int, channel_mult: tuple[int, ...], patch_size:
     image_size //= patch_size
     factor = 2 ** (len(channel_mult) - 1)
     if image_size % factor:
+        size = f"image size over --patch-size {patch_size}" if patch_size > 1 else "image size"
         raise ConfigError(f"a U-Net with {len(channel_mult)} levels halves the image {len(channel_mult) - 1} "
-                          f"times, so the image size (over --patch-size) must be a multiple of {factor}; "
-                          f"{image_size} is not "
+                          f"times, so the {size} must be a multiple of {factor}; {image_size} is not "
                           "(use fewer --channel-mult entries or --image-size 32)")
 
 
