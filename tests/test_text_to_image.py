@@ -14,7 +14,7 @@ from genlab.models.diffusion.ddpm import Diffusion, DiffusionConfig
 from genlab.models.diffusion.unet import UNet
 from genlab.models.gan.adversarial import GAN, GANConfig
 from genlab.models.vae.vae import VAE, VAEConfig
-from genlab.nn.conditioning import Condition, TextConditioner, TokenRefiner
+from genlab.nn.conditioning import Condition, TextConditioner
 from genlab.pipelines import TextToImagePipeline
 from genlab.text_encoders import text_encoder_spec
 
@@ -98,40 +98,6 @@ def test_text_conditioner_vectors_and_tokens() -> None:
     assert pooled_only.tokens is None and pooled_only.mask is None
 
 
-def test_refiner_reads_words_in_order_and_ignores_padding() -> None:
-    torch.manual_seed(0)
-    fresh = TokenRefiner(in_dim=6, width=8, layers=1, heads=2, max_tokens=5)
-    states = torch.randn(2, 3, 6)
-    mask = torch.tensor([[True, True, False], [True, True, True]])
-    # A new refiner is the linear map its first layer makes: the image model starts from the encoder's states.
-    assert torch.allclose(fresh(states, mask), fresh.proj(states).masked_fill(~mask[..., None], 0), atol=1e-6)
-    refiner = randomize(fresh).eval()
-    out = refiner(states, mask)
-    assert out.shape == (2, 3, 8) and out[0, 2].abs().max() == 0  # padding stays zero
-    garbage = states.clone()
-    garbage[0, 2] = 50.0
-    assert torch.allclose(refiner(garbage, mask)[0, :2], out[0, :2], atol=1e-5)
-    # Its position embedding makes the words' order count: the same two states the other way round are not the
-    # output the other way round (attention alone is blind to order).
-    swapped = refiner(states[:, [1, 0, 2]], mask[:, [1, 0, 2]])[:, [1, 0, 2]]
-    assert (swapped[1] - out[1]).abs().max() > 1e-3
-
-
-def test_text_conditioner_with_a_refiner_trains_it() -> None:
-    torch.manual_seed(0)
-    spec = text_encoder_spec("scratch", CAPTIONS, max_tokens=8, width=16, layers=1, heads=2, refiner_layers=2)
-    assert spec["refiner"] == {"layers": 2, "width": 16, "heads": 2}
-    cond = TextConditioner(spec, dim=10, token_dim=7)
-    assert cond.refiner is not None and len(cond.refiner.blocks) == 2
-    out = cond(["a white square", ""])
-    assert out.vector.shape == (2, 10) and out.tokens.shape[2] == 7
-    (out.vector.sum() + out.tokens.sum()).backward()
-    assert all(p.grad is not None for p in cond.refiner.parameters())
-    assert TextConditioner(scratch_spec(), dim=10).refiner is None  # no refiner unless asked for
-    with pytest.raises(ConfigError, match="--text-refiner-layers must be 0 or more"):
-        DiffusionConfig(text_encoder="scratch", text_refiner_layers=-1).validate()
-
-
 # --- the diffusion model ---
 
 @pytest.mark.parametrize("cross_attention", [True, False])
@@ -212,11 +178,8 @@ def test_pipeline_output_rows_follow_prompts() -> None:
         TextToImagePipeline(model)([])
 
 
-@pytest.mark.parametrize("refiner_layers", [0, 1])
-def test_spec_survives_json(refiner_layers: int) -> None:
-    spec = text_encoder_spec("scratch", CAPTIONS, max_tokens=8, width=16, layers=1, heads=2,
-                             refiner_layers=refiner_layers)
-    model = randomize(tiny_diffusion(text_spec=spec))
+def test_spec_survives_json(tmp_path: Path) -> None:
+    model = tiny_diffusion()
     cfg = json.loads(json.dumps(dataclasses.asdict(model.config)))
     from genlab.config import from_dict
 
@@ -357,8 +320,7 @@ def test_missing_extra_and_bad_metadata_are_one_line(tmp_path: Path, monkeypatch
 
 @pytest.mark.parametrize("family, options", [
     ("vae", ["--hidden", "32", "--latent-dim", "4"]),
-    ("gan", ["--arch", "mlp", "--g-width", "32", "--d-width", "32", "--latent-dim", "8", "--lr", "2e-4",
-             "--text-refiner-layers", "1"]),
+    ("gan", ["--arch", "mlp", "--g-width", "32", "--d-width", "32", "--latent-dim", "8", "--lr", "2e-4"]),
 ])
 def test_vae_and_gan_text_runs_end_to_end(family: str, options: list[str], tmp_path: Path) -> None:
     import genlab

@@ -24,10 +24,8 @@ from torch import nn
 
 from genlab.config import option
 from genlab.errors import ConfigError
-from genlab.nn.init import gpt2_init
 from genlab.text_encoders import ENCODER_CHOICES, build_text_encoder, load_pretrained_weights
 from genlab.text_encoders.base import pool
-from genlab.text_encoders.scratch import Block
 
 CACHE_SIZE = 50_000  # prompts whose frozen-encoder states are kept (a built-in set has a few thousand captions)
 
@@ -40,9 +38,6 @@ class TextConditioningConfig:
                                    "pip extra genlab[minilm]) or a language-model run directory; needs captioned data")
     text_width: int = option(128, "scratch text encoder: width of its token states")
     text_layers: int = option(2, "scratch text encoder: Transformer layers")
-    text_refiner_layers: int = option(0, "Transformer layers (width --text-width) trained with the image model over "
-                                         "the encoder's token states: a frozen encoder's words can learn what they "
-                                         "do in this prompt, e.g. which noun goes on the left")
     max_prompt_tokens: int | None = option(None, "longer prompts are truncated (with a warning); default: 32 "
                                                  "(scratch, minilm), the context length of a language-model run")
     text_spec: dict | None = field(default=None, metadata={"derived": True})  # the encoder, from the captions
@@ -50,8 +45,6 @@ class TextConditioningConfig:
     def validate_text(self) -> None:
         if min(self.text_width, self.text_layers, self.max_prompt_tokens or 1) < 1:
             raise ConfigError("--text-width, --text-layers and --max-prompt-tokens must be at least 1")
-        if self.text_refiner_layers < 0:
-            raise ConfigError(f"--text-refiner-layers must be 0 or more, not {self.text_refiner_layers}")
         if self.text_encoder and self.text_encoder not in ENCODER_CHOICES and not Path(self.text_encoder).is_dir():
             raise ConfigError(f"unknown --text-encoder {self.text_encoder!r}: choose {', '.join(ENCODER_CHOICES)} or "
                               "a language-model run directory")
@@ -97,48 +90,14 @@ def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
     return torch.cat([t, t.new_zeros((t.shape[0], extra, *t.shape[2:]))], dim=1)
 
 
-class TokenRefiner(nn.Module):
-    """Transformer layers trained with the image model over an encoder's token states (B, L, D) → (B, L, width).
-
-    A frozen encoder's states say what each word means in the sentence it was trained for; which noun of "a
-    seven to the left of a two" the image puts on the left is a role this data set assigns, learnt here (as
-    text-to-image models train a small refiner over a frozen language model's states). Its own position
-    embedding keeps word order explicit whatever the encoder. The position embedding and each block's output
-    layers start at zero, so a new refiner is a linear map of the states, as the plain path is, and the image
-    model starts from what the encoder says (ReZero/ControlNet's zero start).
-    """
-
-    def __init__(self, in_dim: int, width: int, layers: int, heads: int, max_tokens: int):
-        super().__init__()
-        self.proj = nn.Linear(in_dim, width)
-        self.pos_emb = nn.Embedding(max_tokens, width)
-        self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
-        self.blocks.apply(gpt2_init)
-        for zero in [self.pos_emb] + [m for b in self.blocks for m in (b.attn.proj, b.mlp[-1])]:
-            nn.init.zeros_(zero.weight)
-            if getattr(zero, "bias", None) is not None:
-                nn.init.zeros_(zero.bias)
-
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.proj(states) + self.pos_emb(torch.arange(states.shape[1], device=states.device))
-        for block in self.blocks:
-            h = block(h, mask)
-        return h.masked_fill(~mask[..., None], 0.0)
-
-
 class TextConditioner(nn.Module):
-    """Prompts → Condition: a pooled vector of size `dim` and, with `token_dim`, projected token states; with a
-    "refiner" in the spec, both read the states through a TokenRefiner."""
+    """Prompts → Condition: a pooled vector of size `dim` and, with `token_dim`, projected token states."""
 
     def __init__(self, spec: dict, dim: int, token_dim: int | None = None):
         super().__init__()
         self.spec = spec
         self.encoder = build_text_encoder(spec)
         width = self.encoder.dim
-        refiner = spec.get("refiner")
-        self.refiner = TokenRefiner(width, refiner["width"], refiner["layers"], refiner["heads"],
-                                    spec["max_tokens"]) if refiner else None
-        width = refiner["width"] if refiner else width
         self.pooled = nn.Sequential(nn.Linear(width, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.tokens = nn.Linear(width, token_dim) if token_dim else None
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # frozen encoders: prompt -> states (L, D)
@@ -174,8 +133,6 @@ class TextConditioner(nn.Module):
 
     def forward(self, prompts: Sequence[str]) -> Condition:
         states, mask = self.states(prompts)
-        if self.refiner is not None:
-            states = self.refiner(states, mask)
         vector = self.pooled(pool(states, mask))
         tokens = self.tokens(states) if self.tokens is not None else None
         return Condition(vector, tokens, mask if tokens is not None else None)

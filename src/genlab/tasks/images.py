@@ -200,8 +200,7 @@ class ImageGenTask(NeuralTask):
                                 "array, or a built-in captioned set (`genlab data list`)")
             train_captions = [c for caps in ds.captions["train"] for c in caps]
             shapes["text_spec"] = text_encoder_spec(encoder, train_captions, max_tokens=model_cfg.max_prompt_tokens,
-                                                    width=model_cfg.text_width, layers=model_cfg.text_layers,
-                                                    refiner_layers=model_cfg.text_refiner_layers)
+                                                    width=model_cfg.text_width, layers=model_cfg.text_layers)
             artifacts["text_encoder"] = encoder
             artifacts["example_prompts"] = [caps[0] for caps in ds.captions["test"][:8]]
             val_captions = [caps[0] for caps in ds.captions["valid"]]

@@ -31,25 +31,16 @@ DEFAULT_MAX_TOKENS = 32  # words and word pieces: a built-in caption has at most
 
 
 def text_encoder_spec(choice: str, captions: Iterable[str], *, max_tokens: int | None = None, width: int = 128,
-                      layers: int = 2, heads: int = 4, refiner_layers: int = 0) -> dict:
+                      layers: int = 2, heads: int = 4) -> dict:
     """A JSON-able spec that rebuilds the encoder's architecture (no weights): "kind", "dim", "max_tokens" and
     per kind scratch {"vocab", "width", "layers", "heads", "word_dropout"}, minilm {"package"},
-    lm {"source", "model", "model_config", "tokenizer"}. width, layers and heads apply to scratch, and with
-    refiner_layers > 0 to the trained refiner over any encoder's states: "refiner" {"layers", "width", "heads"}
-    (genlab.nn.conditioning.TokenRefiner)."""
+    lm {"source", "model", "model_config", "tokenizer"}. width, layers and heads apply to scratch only."""
     if choice in ENCODER_CHOICES:
-        spec = ENCODERS[choice].make_spec(captions, max_tokens=max_tokens or DEFAULT_MAX_TOKENS, width=width,
+        return ENCODERS[choice].make_spec(captions, max_tokens=max_tokens or DEFAULT_MAX_TOKENS, width=width,
                                           layers=layers, heads=heads)
-    elif Path(choice).is_dir():
-        spec = LMTextEncoder.make_spec(choice, captions, max_tokens=max_tokens)
-    else:
-        raise ConfigError(f"unknown text encoder {choice!r}: choose scratch, minilm or a language-model run "
-                          "directory")
-    if refiner_layers:
-        if width % heads:
-            raise ConfigError(f"text refiner: --text-width ({width}) must be divisible by its {heads} heads")
-        spec["refiner"] = {"layers": refiner_layers, "width": width, "heads": heads}
-    return spec
+    if Path(choice).is_dir():
+        return LMTextEncoder.make_spec(choice, captions, max_tokens=max_tokens)
+    raise ConfigError(f"unknown text encoder {choice!r}: choose scratch, minilm or a language-model run directory")
 
 
 def build_text_encoder(spec: dict) -> TextEncoder:
