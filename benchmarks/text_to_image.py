@@ -21,7 +21,7 @@ cross-attention: the pooled prompt embedding alone), "diffusion-xattn-pos" (cros
 learned position embedding), "diffusion-xattn-pos-a2" (that with attention in the two lowest levels),
 "diffusion-xattn-p2" (cross-attention, each 2×2 patch of pixels folded into channels: a U-Net at half the
 resolution, about four times the images per second on a CPU; the scenes' default with "diffusion-pooled-p2", the
-same without cross-attention), "cvae"
+same without cross-attention; "diffusion-xattn-p2-pos" adds the position embedding), "cvae"
 (benchmarks/vae.py's MLP VAE) and "cgan" (benchmarks/gan.py's DCGAN hinge + spectral norm), the last two
 conditioned on the pooled embedding. Scenes
 default to mnist5k-scenes, whose judge can read the goal: its region classifier reads 96% of real test scene
@@ -36,7 +36,8 @@ scores the weights genlab.load loads (see genlab.tasks.images.ImageGenTask.evalu
   - on the held-out prompts of the built-in set (--images-per-prompt images each): "phrasing" (new templates),
     "synonym" (nouns no caption uses), "combination" (scene pictures no training scene shows): class accuracy,
     attribute agreement (the fraction of low/high attribute pairs of one class ordered right by the measured
-    attribute), relation accuracy (both items classified right in their regions), CLIPScore and R-precision
+    attribute), relation accuracy (both items classified right in their regions; "swapped": both drawn, each in
+    the other's region), CLIPScore and R-precision
     of each image with the prompt's canonical wording, and the same scores of matching real test images (the
     judges' ceiling).
 Diffusion models sample with DPM-Solver++ (--sample-steps, 10: as good as 20 in benchmarks/diffusion.py's
@@ -75,6 +76,12 @@ MODELS = {  # name -> (genlab model family, options, label in the tables)
                                "diffusion, cross-attention + position embedding, attention in two levels"),
     "diffusion-xattn-p2": ("diffusion", DIFFUSION | {"cross_attention": True, "patch_size": 2},
                            "diffusion, cross-attention, 2×2 pixels folded into channels"),
+    "diffusion-xattn-p2-refine": ("diffusion", DIFFUSION | {"cross_attention": True, "patch_size": 2,
+                                                            "text_refiner_layers": 2},
+                                  "diffusion, cross-attention, 2×2 patches, 2 refiner layers over the prompt"),
+    "diffusion-xattn-p2-pos": ("diffusion", DIFFUSION | {"cross_attention": True, "patch_size": 2,
+                                                         "position_embedding": True},
+                               "diffusion, cross-attention + position embedding, 2×2 patches"),
     "diffusion-pooled": ("diffusion", DIFFUSION | {"cross_attention": False}, "diffusion, pooled only"),
     "diffusion-pooled-p2": ("diffusion", DIFFUSION | {"cross_attention": False, "patch_size": 2},
                             "diffusion, pooled only, 2×2 pixels folded into channels"),
@@ -161,8 +168,8 @@ def scores(report: dict) -> dict:
         part = held.get(kind)
         if part is None:
             continue
-        for key in ("class_accuracy", "attribute_agreement", "relation_accuracy", "item_accuracy", "clip_score",
-                    "r_precision"):
+        for key in ("class_accuracy", "attribute_agreement", "relation_accuracy", "item_accuracy",
+                    "swapped_accuracy", "clip_score", "r_precision"):
             if key in part:
                 out[f"{kind}_{key}"] = part[key]
                 ref = part.get("reference", {}).get(key)
@@ -186,6 +193,7 @@ COLUMNS = {
                ("test_r_precision", "R-prec", "{:.3f}"),
                ("combination_relation_accuracy", "held-out relation acc", "{:.3f}"),
                ("combination_item_accuracy", "held-out item acc", "{:.3f}"),
+               ("combination_swapped_accuracy", "held-out swapped", "{:.3f}"),
                ("combination_r_precision", "held-out R-prec", "{:.3f}")],
 }
 

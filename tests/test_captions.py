@@ -36,6 +36,7 @@ from genlab.data.captions import (
     compose_scenes,
     measure_attributes,
     object_captions,
+    scene_eval_prompts,
     scene_pictures,
     scene_regions,
     sentence,
@@ -309,6 +310,12 @@ def test_held_out_pictures(scenes: object) -> None:
         first, second = (digit[part.split()[-1]] for part in caption.split(f" {phrase} "))
         stated.add((first, rel, second) if rel in ("left", "above") else (second, INVERSE_RELATION[rel], first))
     assert len(stated) == 180 and not stated & set(HELD_OUT_PICTURES)
+
+
+def test_scene_prompts_of_any_pictures_in_both_wordings() -> None:
+    seven_two, two_seven = scene_eval_prompts(DIGIT_TRAIN_NOUNS, [(7, "above", 2)])
+    assert (seven_two.text, seven_two.scene) == ("a seven above a two", (7, "above", 2))
+    assert (two_seven.text, two_seven.scene) == ("a two below a seven", (2, "below", 7))
 
 
 # --- image folders with metadata.jsonl ---

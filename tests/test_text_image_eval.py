@@ -345,6 +345,7 @@ def test_relation_accuracy_of_real_scenes_high_and_of_mirrored_scenes_low(mnist_
     prompts = scene_prompts(mnist_scenes)
     right = prompt_obedience(test, prompts, mnist_scenes, regions=regions)
     assert right["relation_accuracy"] > 0.7 and right["item_accuracy"] > 0.8 and right["n_scenes"] == len(test)
+    assert right["swapped_accuracy"] < 0.1 and 0 < right["n_swappable"] < len(test)  # pairs of one class excluded
     assert "class_accuracy" not in right
     sideways = [i for i, p in enumerate(prompts) if p.scene[1] in ("left", "right") and p.scene[0] != p.scene[2]]
     assert len(sideways) > 20
@@ -355,6 +356,7 @@ def test_relation_accuracy_of_real_scenes_high_and_of_mirrored_scenes_low(mnist_
     swapped = prompt_obedience(test[sideways].roll(test.shape[-1] // 2, -1), [prompts[i] for i in sideways],
                                mnist_scenes, regions=regions)
     assert swapped["relation_accuracy"] < 0.2
+    assert swapped["swapped_accuracy"] > 0.7  # ... and read as such: each item in the other's place
     again = region_classifier(mnist_scenes, steps=150, progress=False)
     assert again.info["from_cache"] and again.accuracy == regions.accuracy
     assert torch.equal(again.read_scenes(test[:50], [p.scene[1] for p in prompts[:50]])[0],

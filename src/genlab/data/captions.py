@@ -351,10 +351,12 @@ def scene_captions(facts: dict[str, np.ndarray], nouns: Sequence[Sequence[str]],
                    [len(TRAIN_TEMPLATES), c, m, 3, len(SCENE_RELATIONS), c, m, 3], render)
 
 
-def scene_eval_prompts(nouns: Sequence[Sequence[str]]) -> list[EvalPrompt]:
-    """Two "combination" prompts per held-out picture, "a A <relation> a B" and "a B <inverse> a A"."""
+def scene_eval_prompts(nouns: Sequence[Sequence[str]],
+                       pictures: Sequence[tuple[int, str, int]] = HELD_OUT_PICTURES) -> list[EvalPrompt]:
+    """Two "combination" prompts per picture (default: the held-out ones), "a A <relation> a B" and
+    "a B <inverse> a A"."""
     prompts = []
-    for a, rel, b in HELD_OUT_PICTURES:
+    for a, rel, b in pictures:
         for x, r, y in ((a, rel, b), (b, INVERSE_RELATION[rel], a)):
             text = sentence(TRAIN_TEMPLATES[0], f"{nouns[x][0]} {RELATION_PHRASES[r]} a {nouns[y][0]}")
             prompts.append(EvalPrompt(text, "combination", text, None, {}, (x, r, y)))

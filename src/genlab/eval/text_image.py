@@ -648,7 +648,9 @@ def prompt_obedience(images: torch.Tensor, prompts: Sequence[EvalPrompt], datase
     attribute_agreement   prompts with "low"/"high" attributes: measured values ordered as asked (see
                           `attribute_agreement`; 0.5 is chance)
     relation_accuracy     scene prompts: the region classifier names class A in region A and class B in region B;
-                          item_accuracy counts each item alone
+                          item_accuracy counts each item alone; swapped_accuracy (prompts whose two classes
+                          differ, n_swappable of them) the two items drawn in each other's places: the right
+                          layout with the nouns' roles confused
     Each comes with its count (n_class, attribute_groups, n_scenes); a kind of prompt not present is left out.
     """
     _check_images(images)
@@ -676,6 +678,11 @@ def prompt_obedience(images: torch.Tensor, prompts: Sequence[EvalPrompt], datase
         report["relation_accuracy"] = float((ok_a & ok_b).double().mean())
         report["item_accuracy"] = float(torch.cat([ok_a, ok_b]).double().mean())
         report["n_scenes"] = len(scenes)
+        differ = want_a != want_b
+        if differ.any():
+            swapped = (got_a == want_b) & (got_b == want_a)
+            report["swapped_accuracy"] = float(swapped[differ].double().mean())
+            report["n_swappable"] = int(differ.sum())
     return report
 
 
