@@ -17,7 +17,6 @@ benchmarks/results/NAME.json.
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from genlab.data.images import ImageDataConfig, load_images
 from genlab.eval.text_image import prompt_obedience, region_classifier
 from genlab.pipelines import TextToImagePipeline
 from image_scoring import machine
+from text_to_image import trained_summary
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 SEEN_PICTURES = 20
@@ -62,9 +62,9 @@ def score_run(run: Path, args: argparse.Namespace) -> dict:
     ds = load_images(ImageDataConfig(data=data))
     regions = region_classifier(ds)
     pipe = TextToImagePipeline(model)
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = trained_summary(run)["steps"]
     budget = model.run_config["train"].get("max_seconds")
-    row: dict = {"run": str(run), "label": f"{run.name}, {f'{budget:.0f} s, ' if budget else ''}{max(steps)} steps"}
+    row: dict = {"run": str(run), "label": f"{run.name}, {f'{budget:.0f} s, ' if budget else ''}{steps} steps"}
     for group, prompts in prompt_groups(args.seed).items():
         images = torch.cat([pipe([p.text for p in prompts], guidance=args.guidance, steps=args.sample_steps,
                                  seed=args.seed + r).images for r in range(args.images_per_prompt)])
