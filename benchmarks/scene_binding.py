@@ -35,12 +35,10 @@ from genlab.checkpoint import atomic_write_json
 from genlab.data.captions import (
     DIGIT_TRAIN_NOUNS,
     HELD_OUT_PICTURES,
-    RELATION_PHRASES,
     SCENE_RELATIONS,
-    TRAIN_TEMPLATES,
     EvalPrompt,
     scene_eval_prompts,
-    sentence,
+    scene_prompt,
 )
 from genlab.data.images import ImageDataConfig, ImageDataset, load_images, to_model_range
 from genlab.eval.text_image import prompt_obedience, region_classifier
@@ -81,8 +79,7 @@ def order_gap(model: Diffusion, ds: ImageDataset, num_scenes: int, seed: int) ->
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed)).to(model.device)
 
     def caption(a: int, relation: int, b: int) -> str:
-        phrase = RELATION_PHRASES[SCENE_RELATIONS[relation]]
-        return sentence(TRAIN_TEMPLATES[0], f"{DIGIT_TRAIN_NOUNS[a][0]} {phrase} a {DIGIT_TRAIN_NOUNS[b][0]}")
+        return scene_prompt(DIGIT_TRAIN_NOUNS, a, SCENE_RELATIONS[relation], b)
 
     a, r, b = (facts[k][keep].tolist() for k in ("class_a", "relation", "class_b"))
     prompts = {"right": [caption(*f) for f in zip(a, r, b, strict=True)],

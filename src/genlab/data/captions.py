@@ -351,6 +351,11 @@ def scene_captions(facts: dict[str, np.ndarray], nouns: Sequence[Sequence[str]],
                    [len(TRAIN_TEMPLATES), c, m, 3, len(SCENE_RELATIONS), c, m, 3], render)
 
 
+def scene_prompt(nouns: Sequence[Sequence[str]], a: int, relation: str, b: int) -> str:
+    """"a A <relation> a B" with each class's first train noun: the wording of every scene prompt genlab asks."""
+    return sentence(TRAIN_TEMPLATES[0], f"{nouns[a][0]} {RELATION_PHRASES[relation]} a {nouns[b][0]}")
+
+
 def scene_eval_prompts(nouns: Sequence[Sequence[str]],
                        pictures: Sequence[tuple[int, str, int]] = HELD_OUT_PICTURES) -> list[EvalPrompt]:
     """Two "combination" prompts per picture (default: the held-out ones), "a A <relation> a B" and
@@ -358,7 +363,7 @@ def scene_eval_prompts(nouns: Sequence[Sequence[str]],
     prompts = []
     for a, rel, b in pictures:
         for x, r, y in ((a, rel, b), (b, INVERSE_RELATION[rel], a)):
-            text = sentence(TRAIN_TEMPLATES[0], f"{nouns[x][0]} {RELATION_PHRASES[r]} a {nouns[y][0]}")
+            text = scene_prompt(nouns, x, r, y)
             prompts.append(EvalPrompt(text, "combination", text, None, {}, (x, r, y)))
     return prompts
 
