@@ -21,8 +21,7 @@ cross-attention: the pooled prompt embedding alone), "diffusion-xattn-pos" (cros
 learned position embedding), "diffusion-xattn-pos-a2" (that with attention in the two lowest levels),
 "diffusion-xattn-p2" (cross-attention, each 2×2 patch of pixels folded into channels: a U-Net at half the
 resolution, about four times the images per second on a CPU; the scenes' default with "diffusion-pooled-p2", the
-same without cross-attention; "diffusion-xattn-p2-pos" adds the position embedding, "diffusion-xattn-p2-place"
-that and place attention: queries that are learned places only), "cvae"
+same without cross-attention; "diffusion-xattn-p2-pos" adds the position embedding), "cvae"
 (benchmarks/vae.py's MLP VAE) and "cgan" (benchmarks/gan.py's DCGAN hinge + spectral norm), the last two
 conditioned on the pooled embedding. Scenes
 default to mnist5k-scenes, whose judge can read the goal: its region classifier reads 96% of real test scene
@@ -80,9 +79,6 @@ MODELS = {  # name -> (genlab model family, options, label in the tables)
     "diffusion-xattn-p2-pos": ("diffusion", DIFFUSION | {"cross_attention": True, "patch_size": 2,
                                                          "position_embedding": True},
                                "diffusion, cross-attention + position embedding, 2×2 patches"),
-    "diffusion-xattn-p2-place": ("diffusion", DIFFUSION | {"cross_attention": True, "patch_size": 2,
-                                                           "position_embedding": True, "place_attention": True},
-                                 "diffusion, cross-attention + position embedding + place attention, 2×2 patches"),
     "diffusion-pooled": ("diffusion", DIFFUSION | {"cross_attention": False}, "diffusion, pooled only"),
     "diffusion-pooled-p2": ("diffusion", DIFFUSION | {"cross_attention": False, "patch_size": 2},
                             "diffusion, pooled only, 2×2 pixels folded into channels"),

@@ -11,7 +11,7 @@ import torch
 
 from genlab.errors import ConfigError
 from genlab.models.diffusion.ddpm import Diffusion, DiffusionConfig
-from genlab.models.diffusion.unet import PlaceAttention, UNet
+from genlab.models.diffusion.unet import UNet
 from genlab.models.gan.adversarial import GAN, GANConfig
 from genlab.models.vae.vae import VAE, VAEConfig
 from genlab.nn.conditioning import Condition, TextConditioner
@@ -78,40 +78,6 @@ def test_position_embedding_starts_at_zero_and_then_tells_queries_where_they_are
     with torch.no_grad():
         placed.get_parameter(positions[1]).normal_()  # a learned embedding changes what the cross-attention asks
     assert (placed(x, t, vec, context) - plain(x, t, vec, context)).abs().max() > 1e-4
-
-
-def test_place_attention_reads_the_prompt_per_place_whatever_the_image_shows() -> None:
-    torch.manual_seed(0)
-    block = PlaceAttention(channels=8, context_dim=6, heads=2, size=4)
-    x = torch.randn(2, 8, 4, 4)
-    tokens, mask = torch.randn(2, 3, 6), torch.tensor([[True, True, False], [True, True, True]])
-    assert torch.equal(block(x, None, (tokens, mask)), x)  # zero-started output: the U-Net starts as without it
-    randomize(block.out)
-    added = block(x, None, (tokens, mask)) - x
-    assert torch.allclose(block(x * 3 + 1, None, (tokens, mask)) - (x * 3 + 1), added, atol=1e-5)  # not the image
-    assert (added[:, :, 0, 0] - added[:, :, 3, 3]).abs().max() > 1e-3  # each place asks its own question
-    padded = (torch.cat([tokens, torch.randn(2, 1, 6) * 50], 1),
-              torch.cat([mask, torch.zeros(2, 1, dtype=torch.bool)], 1))
-    assert torch.allclose(block(x, None, padded) - x, added, atol=1e-5)
-    other = tokens.clone()
-    other[0, 0] += 1.0
-    assert (block(x, None, (other, mask)) - x - added)[0].abs().max() > 1e-4  # the words do matter
-    with pytest.raises(ValueError, match="context tokens"):
-        block(x)
-
-
-def test_place_attention_learns_and_needs_the_prompt_tokens() -> None:
-    model = tiny_diffusion(place_attention=True)
-    places = [m for m in model.denoiser.unet.modules() if isinstance(m, PlaceAttention)]
-    assert len(places) == 4 and places[0].places.shape == (16, 16)  # lowest level (4 x 4) of 16 channels
-    randomize(model.denoiser.unet.head)  # zero-started, it would hold back every gradient of the first step
-    out = model.denoiser(torch.randn(2, 1, 8, 8), torch.tensor([3, 7]), prompts=["a white square", ""])
-    out.square().mean().backward()
-    assert places[0].out.weight.grad.abs().sum() > 0
-    for bad in ({"cross_attention": False}, {"attention_levels": 0}, {"text_encoder": ""}):
-        cfg = DiffusionConfig(place_attention=True, **({"text_encoder": "scratch"} | bad))
-        with pytest.raises(ConfigError, match="--place-attention"):
-            cfg.validate()
 
 
 def test_condition_cat_pads_to_the_longer_prompt() -> None:

@@ -72,8 +72,6 @@ class DiffusionConfig(TextConditioningConfig):
     attention_heads: int = option(4, "U-Net: heads of each self-attention layer")
     position_embedding: bool = option(False, "U-Net: a learned position embedding in every attention layer (tells "
                                              "each part of the image where it is)")
-    place_attention: bool = option(False, "text models: after each cross-attention, one whose queries are learned "
-                                          "places only, not image features (a map of what the prompt puts where)")
     patch_size: int = option(1, "U-Net: fold each patch of this many pixels square into channels, so the U-Net "
                                 "runs at a 1/patch_size resolution (2: about 4x faster; Hoogeboom et al. 2023)")
     dropout: float = option(0.1, "U-Net: dropout in the residual blocks", Range(0.0, 0.3))
@@ -109,9 +107,6 @@ class DiffusionConfig(TextConditioningConfig):
             raise ConfigError("--dropout and --cond-drop must be in [0, 1)")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError("--ema-decay must be in [0, 1)")
-        if self.place_attention and not (self.text_encoder and self.cross_attention and self.attention_levels):
-            raise ConfigError("--place-attention reads the prompt's tokens beside cross-attention: it needs "
-                              "--text-encoder, --cross-attention and --attention-levels of at least 1")
         SamplingOptions(self.sampler, self.sample_steps, self.guidance, self.eta).validate(self.timesteps)
         self.validate_text()
 
@@ -166,8 +161,7 @@ class Denoiser(nn.Module):
         conditioned = c.conditional or c.text_conditioned
         self.unet = UNet(c.channels, c.image_size, c.base_channels, tuple(c.channel_mult), c.num_res_blocks,
                          c.attention_levels, c.attention_heads, c.dropout, c.cond_dim if conditioned else 0,
-                         c.cond_dim if cross else 0, c.position_embedding, c.patch_size,
-                         c.place_attention)
+                         c.cond_dim if cross else 0, c.position_embedding, c.patch_size)
 
     def condition(self, labels: torch.Tensor | None = None, prompts: list[str] | None = None) -> Condition | None:
         if self.text is not None:

@@ -32,9 +32,7 @@ Self-attention runs at the lowest `attention_levels` levels and in the middle. T
 vector (a class embedding, a pooled text embedding): it joins the timestep embedding, so any conditioner that
 yields a vector drives the same network. With `context_dim`, every self-attention layer is followed by a
 cross-attention layer over token states (a prompt's words), which lets each part of the image read the words
-that concern it: the pooled vector alone cannot say which item goes where. With `place_attention` a third layer
-follows, whose queries are learned places only (PlaceAttention): what the prompt puts where, whatever the noisy
-image shows.
+that concern it: the pooled vector alone cannot say which item goes where.
 """
 
 import math
@@ -151,40 +149,6 @@ class CrossAttention(_Attention):
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
-class PlaceAttention(nn.Module):
-    """Cross-attention whose queries are learned places alone, one per position, not image features: a map of what
-    the prompt puts at each place, added to the features as a residual block.
-
-    An image feature's query mixes what the noisy image shows there with where it is; from pure noise the first
-    part is noise, and the query's place is a small share of it. Routing "the word the prompt puts on the left goes
-    left" needs the query's place and the key's role in the sentence to grow together, a product of two small
-    factors that the denoising loss, where word order is a small share, does not move off zero (measured on the
-    scenes: no order read after 1.3 M training images). Here the queries are the places themselves, started as
-    random vectors (N(0, 1), as DETR's object queries and Perceiver's latents are learned inputs; Carion et al.
-    2020, Jaegle et al. 2021), so that positions attend differently from the first step."""
-
-    def __init__(self, channels: int, context_dim: int, heads: int, size: int):
-        super().__init__()
-        if channels % heads:
-            raise ConfigError(f"attention over {channels} channels cannot be split into {heads} heads; "
-                              "choose --attention-heads dividing every level's width")
-        self.heads, self.size = heads, size
-        self.places = nn.Parameter(torch.randn(size * size, channels))
-        self.q = nn.Linear(channels, channels)
-        self.kv = nn.Linear(context_dim, 2 * channels)
-        self.out = zero_init(nn.Conv2d(channels, channels, 1))
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
-        if context is None:
-            raise ValueError("this U-Net was built with place attention; pass the context tokens")
-        tokens, mask = context
-        B, C, H, W = x.shape
-        q = self.q(self.places).to(tokens.dtype).reshape(1, H * W, self.heads, C // self.heads).transpose(1, 2)
-        k, v = self.kv(tokens).reshape(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, L, c)
-        h = attention(q.expand(B, -1, -1, -1).contiguous(), k.contiguous(), v.contiguous(), mask[:, None, None, :])
-        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W).to(x.dtype))
-
-
 class Downsample(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
@@ -230,7 +194,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2, attention_levels: int = 1,
                  attention_heads: int = 4, dropout: float = 0.1, cond_dim: int = 0, context_dim: int = 0,
-                 position_embedding: bool = False, patch_size: int = 1, place_attention: bool = False):
+                 position_embedding: bool = False, patch_size: int = 1):
         super().__init__()
         check_unet_shape(image_size, channel_mult, patch_size)
         self.patch_size = patch_size
@@ -255,8 +219,6 @@ class UNet(nn.Module):
             layers: list[nn.Module] = [SelfAttention(width, attention_heads, size)]
             if context_dim:
                 layers.append(CrossAttention(width, context_dim, attention_heads, size))
-            if context_dim and place_attention:
-                layers.append(PlaceAttention(width, context_dim, attention_heads, image_size >> level))
             return layers
 
         # Encoder: every block's output is kept for the decoder (skip_widths tracks their channels).
