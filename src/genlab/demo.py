@@ -30,8 +30,11 @@ MNIST_DIFFUSION = {
 }
 
 
-MNIST_TEXT_TO_IMAGE = {"data": "mnist5k-captions", "base_channels": 32, "channel_mult": "1,2,2", "guidance": 3.0,
-                       "max_steps": 100_000}
+# 2×2 patches and two levels (14 and 7 px): 2.7× the steps of the full-size U-Net in the same 120 s (520 against
+# 196), and a short warm-up, so that the budget is spent learning (one run each: 13 of 16 images of the two trained
+# phrasings read right, against 1 of 16 for the full-size U-Net with the same warm-up).
+MNIST_TEXT_TO_IMAGE = {"data": "mnist5k-captions", "base_channels": 32, "channel_mult": "1,2", "patch_size": 2,
+                       "warmup_steps": 50, "guidance": 3.0, "max_steps": 100_000}
 DEMO_PROMPTS = ["a thick seven", "a picture of a slanted two", "here is a 4"]  # the last one is held out:
 # neither the template "here is a" nor the numeral "4" occurs in any training caption
 
