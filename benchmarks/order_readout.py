@@ -29,7 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -68,19 +67,22 @@ class PlaceReader(nn.Module):
 
 
 class PictureLookup(nn.Module):
-    """The ceiling: an embedding per picture key (A, relation, B), given instead of the caption."""
+    """The ceiling: an embedding per picture (A, relation, B), given instead of the caption."""
 
     def __init__(self, size: int):
         super().__init__()
         self.size = size
         self.embed, self.decode = nn.Embedding(1000, WIDTH), nn.Linear(WIDTH, size * size)
 
-    def forward(self, pictures: list[int]) -> torch.Tensor:
-        return self.decode(self.embed(torch.tensor(pictures))).reshape(-1, 1, self.size, self.size)
+    def forward(self, pictures: list[tuple[int, int, int]]) -> torch.Tensor:
+        ids = torch.tensor([a * 100 + relation * 10 + b for a, relation, b in pictures])
+        return self.decode(self.embed(ids)).reshape(-1, 1, self.size, self.size)
 
 
-def picture_key(a: int, relation: int, b: int) -> int:
-    return a * 100 + relation * 10 + b
+def mirror(picture: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(A, relation, B) → (B, relation, A): the same axis, the items the other way round."""
+    a, relation, b = picture
+    return b, relation, a
 
 
 def train_reader(name: str, reader: nn.Module, inputs: list, targets: torch.Tensor, probe: tuple[list, list],
@@ -133,25 +135,19 @@ def main() -> None:
     ds = load_images(ImageDataConfig(data="mnist5k-scenes"))
     x = ds.splits["train"].float() / 127.5 - 1
     f = ds.facts["train"]
-    keys = [picture_key(*abc) for abc in zip(f["class_a"].tolist(), f["relation"].tolist(), f["class_b"].tolist(),
-                                             strict=True)]
-    mirrors = [picture_key(b, r, a) for a, r, b in zip(f["class_a"].tolist(), f["relation"].tolist(),
-                                                        f["class_b"].tolist(), strict=True)]
-    key_array = np.array(keys)
-    means = {k: x[torch.from_numpy(key_array == k)].mean(0) for k in sorted(set(keys))}
+    keys = list(zip(f["class_a"].tolist(), f["relation"].tolist(), f["class_b"].tolist(), strict=True))
+    scenes_of = {k: [i for i, key in enumerate(keys) if key == k] for k in sorted(set(keys))}
+    means = {k: x[torch.tensor(idx)].mean(0) for k, idx in scenes_of.items()}
     # scenes of two different digits whose picture is trained both ways
-    both = [i for i in range(len(keys)) if keys[i] != mirrors[i] and mirrors[i] in means]
+    both = [i for i, k in enumerate(keys) if k != mirror(k) and mirror(k) in means]
     pictures = sorted({keys[i] for i in both})
 
-    def canonical(key: int) -> str:
-        a, r, b = key // 100, key // 10 % 10, key % 10
-        return scene_prompt(DIGIT_TRAIN_NOUNS, a, SCENE_RELATIONS[r], b)
-
-    def mirror(key: int) -> int:
-        return picture_key(key % 10, key // 10 % 10, key // 100)
+    def canonical(picture: tuple[int, int, int]) -> str:
+        a, relation, b = picture
+        return scene_prompt(DIGIT_TRAIN_NOUNS, a, SCENE_RELATIONS[relation], b)
 
     probe_targets = torch.stack([means[k] - means[mirror(k)] for k in pictures])
-    targets = {"order": torch.stack([means[keys[i]] - means[mirrors[i]] for i in both]),
+    targets = {"order": torch.stack([means[keys[i]] - means[mirror(keys[i])] for i in both]),
                "means": torch.stack([means[keys[i]] for i in both]),
                "images": x[torch.tensor(both)]}
     captions = [ds.captions["train"][i] for i in both]
