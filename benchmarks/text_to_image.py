@@ -21,7 +21,9 @@ cross-attention: the pooled prompt embedding alone), "diffusion-xattn-pos" (cros
 learned position embedding), "diffusion-xattn-pos-a2" (that with attention in the two lowest levels),
 "diffusion-xattn-p2" (cross-attention, each 2×2 patch of pixels folded into channels: a U-Net at half the
 resolution, about four times the images per second on a CPU; the scenes' default with "diffusion-pooled-p2", the
-same without cross-attention; "diffusion-xattn-p2-pos" adds the position embedding), "cvae"
+same without cross-attention; "diffusion-xattn-p2-pos" adds the position embedding; "-ln" after it draws the
+training noise levels from a logit-normal density, "-ground" adds the grounding loss, `--grounding-weight`
+GROUNDING, and "-ground-ln" both), "cvae"
 (benchmarks/vae.py's MLP VAE) and "cgan" (benchmarks/gan.py's DCGAN hinge + spectral norm), the last two
 conditioned on the pooled embedding. Scenes
 default to mnist5k-scenes, whose judge can read the goal: its region classifier reads 96% of real test scene
@@ -67,6 +69,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 DIFFUSION = {"max_steps": 10_000_000, "log_interval": 50, "precision": "bf16", "guidance": 2.0}
+P2_POS = DIFFUSION | {"cross_attention": True, "patch_size": 2, "position_embedding": True}
+LOGIT_NORMAL = {"timestep_sampling": "logit-normal"}  # mean 0, std 1: Esser et al.'s choice
+GROUNDING = 0.1  # weight of the grounding loss (scenes: each item phrase read from its half; 1.0 was worse)
 MODELS = {  # name -> (genlab model family, options, label in the tables)
     "diffusion-xattn": ("diffusion", DIFFUSION | {"cross_attention": True}, "diffusion, cross-attention"),
     "diffusion-xattn-pos": ("diffusion", DIFFUSION | {"cross_attention": True, "position_embedding": True},
@@ -76,9 +81,14 @@ MODELS = {  # name -> (genlab model family, options, label in the tables)
                                "diffusion, cross-attention + position embedding, attention in two levels"),
     "diffusion-xattn-p2": ("diffusion", DIFFUSION | {"cross_attention": True, "patch_size": 2},
                            "diffusion, cross-attention, 2×2 pixels folded into channels"),
-    "diffusion-xattn-p2-pos": ("diffusion", DIFFUSION | {"cross_attention": True, "patch_size": 2,
-                                                         "position_embedding": True},
-                               "diffusion, cross-attention + position embedding, 2×2 patches"),
+    "diffusion-xattn-p2-pos": ("diffusion", P2_POS, "diffusion, cross-attention + position embedding, 2×2 patches"),
+    "diffusion-xattn-p2-pos-ln": ("diffusion", P2_POS | LOGIT_NORMAL, "diffusion, cross-attention + position "
+                                                                      "embedding, 2×2 patches, logit-normal timesteps"),
+    "diffusion-xattn-p2-pos-ground": ("diffusion", P2_POS | {"grounding_weight": GROUNDING},
+                                      "diffusion, cross-attention + position embedding, 2×2 patches, grounding loss"),
+    "diffusion-xattn-p2-pos-ground-ln": ("diffusion", P2_POS | LOGIT_NORMAL | {"grounding_weight": GROUNDING},
+                                         "diffusion, cross-attention + position embedding, 2×2 patches, grounding "
+                                         "loss, logit-normal timesteps"),
     "diffusion-pooled": ("diffusion", DIFFUSION | {"cross_attention": False}, "diffusion, pooled only"),
     "diffusion-pooled-p2": ("diffusion", DIFFUSION | {"cross_attention": False, "patch_size": 2},
                             "diffusion, pooled only, 2×2 pixels folded into channels"),

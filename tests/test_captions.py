@@ -37,6 +37,7 @@ from genlab.data.captions import (
     measure_attributes,
     object_captions,
     scene_eval_prompts,
+    scene_grounding,
     scene_pictures,
     scene_regions,
     sentence,
@@ -310,6 +311,23 @@ def test_held_out_pictures(scenes: object) -> None:
         first, second = (digit[part.split()[-1]] for part in caption.split(f" {phrase} "))
         stated.add((first, rel, second) if rel in ("left", "above") else (second, INVERSE_RELATION[rel], first))
     assert len(stated) == 180 and not stated & set(HELD_OUT_PICTURES)
+
+
+def test_scene_grounding_puts_each_item_phrase_over_its_item(scenes: object) -> None:
+    f, images = scenes.facts["train"], scenes.splits["train"]
+    digit = {nouns[0]: c for c, nouns in enumerate(DIGIT_TRAIN_NOUNS)}
+    for i in range(0, len(images), 7):
+        classes = (f["class_a"][i], f["class_b"][i])
+        regions = scene_regions(SCENE_RELATIONS[f["relation"][i]])
+        for caption in scenes.captions["train"][i]:
+            phrases = scene_grounding(caption)
+            assert len(phrases) == 2, caption
+            for phrase in phrases:
+                rows = slice(round(phrase.box[0] * SCENE_CANVAS), round(phrase.box[2] * SCENE_CANVAS))
+                cols = slice(round(phrase.box[1] * SCENE_CANVAS), round(phrase.box[3] * SCENE_CANVAS))
+                item = regions.index((rows, cols))  # the box is one of the item halves
+                assert digit[caption[phrase.start:phrase.end].split()[-1]] == classes[item], caption
+                assert images[i, 0][rows, cols].max() > 100  # and that item's ink is there
 
 
 def test_scene_prompts_of_any_pictures_in_both_wordings() -> None:

@@ -80,6 +80,8 @@ def tiny_batch(n_per_class: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     ({"ema_decay": 1.0}, "--ema-decay"),
     ({"base_channels": 0}, "at least 1"),
     ({"patch_size": 0}, "patch_size must be at least 1"),
+    ({"timestep_sampling": "beta"}, "unknown --timestep-sampling 'beta'; choose uniform, logit-normal"),
+    ({"timestep_sampling": "logit-normal", "timestep_std": 0.0}, "--timestep-std must be positive"),
 ])
 def test_bad_config_values(options: dict, match: str) -> None:
     DiffusionConfig().validate()  # the defaults are fine

@@ -22,7 +22,7 @@ from genlab.schedulers import (
     Sampler,
     make_sampler,
 )
-from genlab.schedulers.schedule import PREDICTION_TYPES
+from genlab.schedulers.schedule import PREDICTION_TYPES, sample_timesteps
 
 Model = Callable[[torch.Tensor, torch.Tensor | int], torch.Tensor]
 SCHEDULES = {name: NoiseSchedule.named(name) for name in ("linear", "cosine")}
@@ -117,6 +117,23 @@ def test_split_prediction_inverts_target(name: str, prediction_type: str) -> Non
 
 
 # --- timesteps and configuration errors ---
+
+
+def test_training_timesteps_uniform_and_logit_normal() -> None:
+    torch.manual_seed(0)
+    uniform = sample_timesteps(20_000, 1000)
+    assert uniform.dtype == torch.long and uniform.min() == 0 and uniform.max() == 999
+    assert abs(uniform.float().mean().item() - 499.5) < 10
+    centred = sample_timesteps(20_000, 1000, "logit-normal")
+    assert abs(centred.float().median().item() - 500) < 15  # sigmoid(0) = 1/2
+    noisier = sample_timesteps(20_000, 1000, "logit-normal", mean=1.1)
+    assert abs(noisier.float().median().item() - 750) < 15  # sigmoid(1.1) = 0.75
+    assert noisier.min() >= 0 and noisier.max() <= 999
+    narrow = sample_timesteps(20_000, 1000, "logit-normal", std=0.2)
+    assert narrow.float().std() < 0.5 * centred.float().std()
+    assert sample_timesteps(5, 10, "logit-normal", mean=30.0).tolist() == [9] * 5  # t/T → 1 stays below T
+    with pytest.raises(ConfigError, match="unknown timestep sampling 'beta'"):
+        sample_timesteps(1, 10, "beta")
 
 
 def test_trailing_timesteps() -> None:

@@ -11,7 +11,7 @@ import torch
 
 from genlab.errors import ConfigError
 from genlab.models.diffusion.ddpm import Diffusion, DiffusionConfig
-from genlab.models.diffusion.unet import UNet
+from genlab.models.diffusion.unet import TextContext, UNet
 from genlab.models.gan.adversarial import GAN, GANConfig
 from genlab.models.vae.vae import VAE, VAEConfig
 from genlab.nn.conditioning import Condition, TextConditioner
@@ -51,13 +51,13 @@ def test_cross_attention_ignores_padding_tokens() -> None:
     x, t, vec = torch.randn(2, 1, 8, 8), torch.tensor([3, 7]), torch.randn(2, 4)
     tokens = torch.randn(2, 3, 6)
     mask = torch.tensor([[True, True, False], [True, True, True]])
-    out = net(x, t, vec, (tokens, mask))
+    out = net(x, t, vec, TextContext(tokens, mask))
     padded = torch.cat([tokens, torch.randn(2, 2, 6) * 50], dim=1)  # garbage after the end changes nothing
-    out_padded = net(x, t, vec, (padded, torch.cat([mask, torch.zeros(2, 2, dtype=torch.bool)], dim=1)))
+    out_padded = net(x, t, vec, TextContext(padded, torch.cat([mask, torch.zeros(2, 2, dtype=torch.bool)], dim=1)))
     assert torch.allclose(out, out_padded, atol=1e-5)
     other = tokens.clone()
     other[0, 1] += 1.0  # a real token matters, so the check above can fail
-    assert (net(x, t, vec, (other, mask))[0] - out[0]).abs().max() > 1e-4
+    assert (net(x, t, vec, TextContext(other, mask))[0] - out[0]).abs().max() > 1e-4
 
 
 def test_position_embedding_starts_at_zero_and_then_tells_queries_where_they_are() -> None:
@@ -73,7 +73,7 @@ def test_position_embedding_starts_at_zero_and_then_tells_queries_where_they_are
     weights |= {n: torch.zeros(1, 16, 4, 4) for n in positions}
     placed.load_state_dict(weights)  # the same weights, the embeddings at their initial zeros
     x, t, vec = torch.randn(2, 1, 8, 8), torch.tensor([3, 7]), torch.randn(2, 4)
-    context = (torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.bool))
+    context = TextContext(torch.randn(2, 3, 6), torch.ones(2, 3, dtype=torch.bool))
     assert torch.equal(placed(x, t, vec, context), plain(x, t, vec, context))
     with torch.no_grad():
         placed.get_parameter(positions[1]).normal_()  # a learned embedding changes what the cross-attention asks

@@ -356,6 +356,38 @@ def scene_prompt(nouns: Sequence[Sequence[str]], a: int, relation: str, b: int) 
     return sentence(TRAIN_TEMPLATES[0], f"{nouns[a][0]} {RELATION_PHRASES[relation]} a {nouns[b][0]}")
 
 
+@dataclass(frozen=True)
+class GroundedPhrase:
+    """A phrase of a caption and where in the image the thing it names lies: characters [start, end) of the
+    caption, and a box (top, left, bottom, right) in fractions of the image's height and width."""
+
+    start: int
+    end: int
+    box: tuple[float, float, float, float]
+
+
+_TEMPLATE_PREFIXES = sorted((t.split("{}")[0].replace("a ", "an? ") for t in TRAIN_TEMPLATES), key=len, reverse=True)
+_SCENE_CAPTION = re.compile(
+    f"^(?:{'|'.join(_TEMPLATE_PREFIXES)})(.+?) ({'|'.join(RELATION_PHRASES.values())}) an? (.+)$")
+
+
+def scene_grounding(caption: str) -> list[GroundedPhrase]:
+    """The two item phrases of a caption in the scenes' training wording ("small seven" and "two" in "a small
+    seven above a two"), each with the half of the canvas that the relation puts it in; [] for text without a
+    relation between two items (the empty prompt)."""
+    m = _SCENE_CAPTION.match(caption)
+    if m is None:
+        return []
+    relation = next(r for r, phrase in RELATION_PHRASES.items() if phrase == m.group(2))
+    halves = [(rows.start / 2, cols.start / 2, rows.stop / 2, cols.stop / 2)
+              for rows, cols in scene_regions(relation, 2)]
+    return [GroundedPhrase(m.start(g), m.end(g), halves[i]) for i, g in enumerate((1, 3))]
+
+
+# caption_info["kind"] -> what grounds its captions (`genlab train diffusion --grounding-weight`)
+CAPTION_GROUNDING: dict[str, Callable[[str], list[GroundedPhrase]]] = {"scenes": scene_grounding}
+
+
 def scene_eval_prompts(nouns: Sequence[Sequence[str]],
                        pictures: Sequence[tuple[int, str, int]] = HELD_OUT_PICTURES) -> list[EvalPrompt]:
     """Two "combination" prompts per picture (default: the held-out ones), "a A <relation> a B" and

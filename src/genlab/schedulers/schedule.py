@@ -6,9 +6,14 @@ between the three things a network may predict (ε, v, x₀).
 
 Timesteps are integers 0..T−1 (0 is the least noisy); the samplers treat "−1" as the clean image (ᾱ = 1).
 
+Training draws each image's timestep from `sample_timesteps`: uniformly (Ho et al.) or from a logit-normal
+density that spends the steps on the middle noise levels (Esser et al.).
+
 References:
     Ho, Jain & Abbeel 2020, "Denoising Diffusion Probabilistic Models" (linear β from 1e-4 to 0.02, T = 1000)
     Nichol & Dhariwal 2021, "Improved Denoising Diffusion Probabilistic Models" (cosine ᾱ, β clipped at 0.999)
+    Esser et al. 2024, "Scaling Rectified Flow Transformers for High-Resolution Image Synthesis" (§3.1:
+        timesteps t/T = sigmoid(m + s·n), n ~ N(0, 1), logit-normal; m = 0, s = 1 was their best)
 """
 
 import math
@@ -20,6 +25,19 @@ from genlab.errors import ConfigError
 
 PREDICTION_TYPES = ("epsilon", "v", "x0")
 BETA_SCHEDULES = ("linear", "cosine")
+TIMESTEP_SAMPLINGS = ("uniform", "logit-normal")
+
+
+def sample_timesteps(n: int, num_timesteps: int, sampling: str = "uniform", mean: float = 0.0, std: float = 1.0,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """n training timesteps in 0..T−1 (long): uniform, or ⌊T·sigmoid(mean + std·N(0, 1))⌋ ("logit-normal":
+    mean 0 centres them on T/2, mean > 0 on noisier levels; std widens them)."""
+    if sampling == "uniform":
+        return torch.randint(0, num_timesteps, (n,), device=device)
+    if sampling == "logit-normal":
+        u = torch.sigmoid(mean + std * torch.randn(n, device=device))
+        return (u * num_timesteps).long().clamp_(0, num_timesteps - 1)
+    raise ConfigError(f"unknown timestep sampling {sampling!r}; choose one of {', '.join(TIMESTEP_SAMPLINGS)}")
 
 
 def linear_betas(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:

@@ -39,6 +39,7 @@ import inspect
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ import torch
 
 from genlab.checkpoint import RunDir, atomic_write_bytes, atomic_write_json
 from genlab.config import from_dict
+from genlab.data.captions import CAPTION_GROUNDING, GroundedPhrase
 from genlab.data.images import (
     ImageBatches,
     ImageDataConfig,
@@ -99,10 +101,12 @@ class ImageSplit:
 
 class CaptionedBatches:
     """Training batches with one caption per image ("text"): for an image with several captions, the one drawn
-    from (seed, step), so that resume is exact."""
+    from (seed, step), so that resume is exact. With `grounding` (caption -> its GroundedPhrases), also each
+    caption's grounded phrases ("grounding")."""
 
-    def __init__(self, batches: ImageBatches, captions: list[list[str]]):
-        self.batches, self.captions = batches, captions
+    def __init__(self, batches: ImageBatches, captions: list[list[str]],
+                 grounding: Callable[[str], list[GroundedPhrase]] | None = None):
+        self.batches, self.captions, self.grounding = batches, captions, grounding
 
     def __call__(self, step: int) -> dict:
         batch = self.batches(step)
@@ -110,7 +114,22 @@ class CaptionedBatches:
         rng = np.random.default_rng([self.batches.seed, step])
         picks = rng.integers(0, 1 << 30, len(idx))
         batch["text"] = [self.captions[i][int(k) % len(self.captions[i])] for i, k in zip(idx, picks, strict=True)]
+        if self.grounding is not None:
+            batch["grounding"] = [self.grounding(text) for text in batch["text"]]
         return batch
+
+
+def caption_grounding(ds: ImageDataset, model_cfg: Any) -> Callable[[str], list[GroundedPhrase]] | None:
+    """What grounds the data set's captions when the model trains with a grounding loss (None otherwise);
+    ConfigError when it asks for one and the captions have none."""
+    if not getattr(model_cfg, "grounding_weight", 0):
+        return None
+    kind = ds.caption_info.get("kind")
+    if kind not in CAPTION_GROUNDING:
+        raise ConfigError(f"--grounding-weight needs captions whose phrases are placed in their images, and "
+                          f"{ds.source}'s are not; the built-in scenes sets have them (mnist5k-scenes, "
+                          "fashion-mnist-scenes)")
+    return CAPTION_GROUNDING[kind]
 
 
 def resolve_label(label: str | int, class_names: list[str] | None, conditional: bool) -> int:
@@ -207,7 +226,7 @@ class ImageGenTask(NeuralTask):
         batches: Any = ImageBatches(ds.splits["train"], ds.labels["train"], train_cfg.batch_size, train_cfg.seed,
                                     pixel_range, dist.rank, dist.world_size, dist.device)
         if encoder:
-            batches = CaptionedBatches(batches, ds.captions["train"])
+            batches = CaptionedBatches(batches, ds.captions["train"], caption_grounding(ds, model_cfg))
         val = ImageSplit(ds.splits["valid"], ds.labels["valid"], val_captions) if len(ds.splits["valid"]) else None
         return Prepared(
             shapes=shapes,

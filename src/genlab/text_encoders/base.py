@@ -71,6 +71,14 @@ class TextEncoder(nn.Module):
             mask[i, : len(row)] = True
         return ids, mask
 
+    def span_tokens(self, prompt: str, start: int, end: int) -> list[int]:
+        """Positions in `tokenize`'s row of `prompt` of the tokens that spell its characters [start, end) (a
+        phrase that starts and ends at word boundaries), less any that truncation cut off: the tokens of the
+        text before the span come first, so the span's are the ones its end adds."""
+        first = len(self.prefix) + len(self.encode_text(prompt[:start].rstrip()))
+        last = len(self.prefix) + len(self.encode_text(prompt[:end]))
+        return list(range(first, min(last, self.max_tokens - len(self.suffix))))
+
     # --- states ---
 
     def encode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -48,14 +48,15 @@ from genlab.config import Choice, Range, option
 from genlab.cpu import flush_denormals
 from genlab.data.images import class_ids
 from genlab.errors import ConfigError
-from genlab.models.diffusion.unet import UNet, check_unet_shape
+from genlab.models.diffusion.unet import TextContext, UNet, check_unet_shape
 from genlab.nn.conditioning import Condition, TextConditioner, TextConditioningConfig, as_prompts, load_pretrained_text
 from genlab.nn.ema import update_ema
+from genlab.nn.grounding import grounding_loss, phrase_targets
 from genlab.progress import progress_bar
 from genlab.registry import register
 from genlab.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler
 from genlab.schedulers.base import SPACINGS
-from genlab.schedulers.schedule import BETA_SCHEDULES, PREDICTION_TYPES
+from genlab.schedulers.schedule import BETA_SCHEDULES, PREDICTION_TYPES, TIMESTEP_SAMPLINGS, sample_timesteps
 from genlab.trainer import StepContext, Trainable
 
 
@@ -82,6 +83,13 @@ class DiffusionConfig(TextConditioningConfig):
     timesteps: int = option(1000, "T, the number of noise levels of training")
     noise_schedule: str = option("cosine", "linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021)")
     prediction: str = option("v", "what the U-Net predicts: epsilon, v (Salimans & Ho 2022) or x0")
+    timestep_sampling: str = option("uniform", "how training draws noise levels: uniform, or logit-normal (t/T = "
+                                               "sigmoid(mean + std·N(0, 1)), Esser et al. 2024)")
+    timestep_mean: float = option(0.0, "logit-normal timesteps: the centre (0: T/2; 1.1: about 0.75·T, noisier)")
+    timestep_std: float = option(1.0, "logit-normal timesteps: the spread")
+    grounding_weight: float = option(0.0, "text models: weight of a loss that asks cross-attention to read each "
+                                          "phrase where its item lies (TokenCompose); needs grounded captions "
+                                          "(the built-in scenes sets)")
     conditional: bool = option(False, "class-conditional with classifier-free guidance; needs labels")
     cond_drop: float = option(0.1, "probability of training on the null label (Ho & Salimans 2022)")
     ema_decay: float = option(0.999, "EMA of the denoiser's weights used for sampling; 0 disables")
@@ -95,6 +103,16 @@ class DiffusionConfig(TextConditioningConfig):
             raise ConfigError(f"unknown --noise-schedule {self.noise_schedule!r}; choose {', '.join(BETA_SCHEDULES)}")
         if self.prediction not in PREDICTION_TYPES:
             raise ConfigError(f"unknown --prediction {self.prediction!r}; choose {', '.join(PREDICTION_TYPES)}")
+        if self.timestep_sampling not in TIMESTEP_SAMPLINGS:
+            raise ConfigError(f"unknown --timestep-sampling {self.timestep_sampling!r}; "
+                              f"choose {', '.join(TIMESTEP_SAMPLINGS)}")
+        if self.timestep_std <= 0:
+            raise ConfigError("--timestep-std must be positive")
+        if self.grounding_weight < 0:
+            raise ConfigError("--grounding-weight must be non-negative")
+        if self.grounding_weight > 0 and not (self.text_encoder and self.cross_attention):
+            raise ConfigError("--grounding-weight acts on cross-attention to the prompt: it needs --text-encoder "
+                              "and --cross-attention true")
         if min(self.base_channels, self.num_res_blocks, self.attention_heads, self.cond_dim, self.patch_size) < 1 or \
                 not self.channel_mult or min(self.channel_mult) < 1:
             raise ConfigError("base_channels, channel_mult entries, num_res_blocks, attention_heads, cond_dim and "
@@ -173,12 +191,14 @@ class Denoiser(nn.Module):
         return None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
-                prompts: list[str] | None = None, cond: Condition | None = None) -> torch.Tensor:
+                prompts: list[str] | None = None, cond: Condition | None = None,
+                attention_maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`attention_maps`: a list that each cross-attention layer appends its map (B, H, W, L) to."""
         if cond is None:
             cond = self.condition(labels, prompts)
         if cond is None:
             return self.unet(x, t)
-        context = (cond.tokens, cond.mask) if cond.tokens is not None else None
+        context = TextContext(cond.tokens, cond.mask, attention_maps) if cond.tokens is not None else None
         return self.unet(x, t, cond.vector, context)
 
 
@@ -250,16 +270,27 @@ class Diffusion(Trainable, nn.Module):
         elif self.text_conditioned:
             drop = (torch.rand(B) < self.config.cond_drop).tolist()
             prompts = ["" if d else p for d, p in zip(drop, batch["text"], strict=True)]
-        t = torch.randint(0, self.config.timesteps, (B,), device=x0.device)
+        c = self.config
+        t = sample_timesteps(B, c.timesteps, c.timestep_sampling, c.timestep_mean, c.timestep_std, x0.device)
         noise = torch.randn_like(x0)
         x_t = self.schedule.add_noise(x0, noise, t)
+        maps: list[torch.Tensor] | None = [] if c.grounding_weight > 0 else None
         with ctx.autocast():
-            out = ctx.nets["model"](x_t, t, labels, prompts)
+            out = ctx.nets["model"](x_t, t, labels, prompts, attention_maps=maps)
         loss = F.mse_loss(out.float(), self.schedule.target(x0, noise, t, self.config.prediction))
+        logs = {"loss": loss.item(), "items": float(B)}
+        if maps is not None and prompts is not None:
+            if "grounding" not in batch:
+                raise ConfigError("--grounding-weight needs batches with grounded captions")
+            phrases = [[] if p == "" else g for p, g in zip(prompts, batch["grounding"], strict=True)]
+            ground = grounding_loss(maps, *phrase_targets(self.denoiser.text.encoder, prompts, phrases,
+                                                          maps[0].shape[-1], x0.device))
+            loss = loss + c.grounding_weight * ground
+            logs["grounding"] = ground.item()
         ctx.optimize("model", loss)
         if self.ema is not None:
             update_ema(self.ema, self.denoiser, self.config.ema_decay, ctx.step + 1)
-        return {"loss": loss.item(), "items": float(B)}
+        return logs
 
     @torch.no_grad()
     def evaluate(self, val_data: Any, max_batches: int | None = None) -> dict[str, float]:

@@ -36,6 +36,7 @@ that concern it: the pooled vector alone cannot say which item goes where.
 """
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,17 @@ from torch import nn
 from genlab.errors import ConfigError
 from genlab.nn.attention import attention
 
-Context = tuple[torch.Tensor, torch.Tensor] | None  # token states (B, L, D) and their mask (B, L), True = a token
+
+class TextContext(NamedTuple):
+    """What cross-attention reads: token states (B, L, D) and their mask (B, L), True = a token; with `maps`, a
+    list, each CrossAttention appends its attention map (B, H, W, L) (for genlab.nn.grounding)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    maps: list[torch.Tensor] | None = None
+
+
+Context = TextContext | None
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -132,7 +143,8 @@ class SelfAttention(_Attention):
 
 class CrossAttention(_Attention):
     """Multi-head attention from the H·W positions (queries) to the L context tokens (keys, values), padding
-    tokens masked out, as a residual block."""
+    tokens masked out, as a residual block. Asked for its map (`TextContext.maps`), it also computes the softmax
+    itself, in float32, averaged over heads: SDPA does not return it."""
 
     def __init__(self, channels: int, context_dim: int, heads: int, size: int | None = None):
         super().__init__(channels, heads, size, q=nn.Conv2d(channels, channels, 1),
@@ -141,11 +153,16 @@ class CrossAttention(_Attention):
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, context: Context = None) -> torch.Tensor:
         if context is None:
             raise ValueError("this U-Net was built with cross-attention; pass the context tokens")
-        tokens, mask = context  # (B, L, D), (B, L)
+        mask = context.mask[:, None, None, :]  # (B, 1, 1, L)
         B, C, H, W = x.shape
         q = self.q(self.normed(x)).reshape(B, self.heads, C // self.heads, H * W).transpose(-1, -2)  # (B, h, HW, c)
-        k, v = self.kv(tokens).reshape(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, L, c)
-        h = attention(q.contiguous(), k.contiguous(), v.contiguous(), mask[:, None, None, :])  # as in SelfAttention
+        k, v = self.kv(context.tokens).reshape(B, -1, 2, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        if context.maps is not None:
+            with torch.autocast(x.device.type, enabled=False):
+                scores = q.float() @ k.float().transpose(-1, -2) * (C // self.heads) ** -0.5
+                probs = scores.masked_fill(~mask, float("-inf")).softmax(-1).mean(1)  # (B, HW, L)
+            context.maps.append(probs.reshape(B, H, W, -1))
+        h = attention(q.contiguous(), k.contiguous(), v.contiguous(), mask)  # as in SelfAttention
         return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
@@ -189,7 +206,7 @@ def check_unet_shape(image_size: int, channel_mult: tuple[int, ...], patch_size:
 
 
 class UNet(nn.Module):
-    """(x_t (B, C, H, W), t (B,), cond (B, cond_dim) or None, context (tokens, mask) or None) → (B, C, H, W)."""
+    """(x_t (B, C, H, W), t (B,), cond (B, cond_dim) or None, context (a TextContext) or None) → (B, C, H, W)."""
 
     def __init__(self, in_channels: int, image_size: int, base_channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2, attention_levels: int = 1,
