@@ -13,8 +13,10 @@ References:
     Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models" (η = 0: a deterministic map from noise to
         images, which makes latent walks between noise vectors meaningful)
 
-Training (`train_step`): x₀ in [−1, 1], t ~ U{0..T−1}, ε ~ N(0, I), x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε; the network
-predicts ε, v or x₀ (`--prediction`) and the loss is the mean squared error against it. A conditional model
+Training (`train_step`): x₀ in [−1, 1], t ~ U{0..T−1} (or logit-normal, `--timestep-sampling`), ε ~ N(0, I),
+x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε; the network predicts ε, v or x₀ (`--prediction`) and the loss is the mean squared
+error against it (plus `--grounding-weight` × genlab.nn.grounding's loss on the cross-attention maps, for
+captions whose phrases are placed in their images). A conditional model
 replaces the label by the "null" label (index K) with probability `--cond-drop`, so the same network is also
 the unconditional model that guidance needs. An EMA copy of the denoiser (saved, resumed) is what samples.
 
