@@ -44,7 +44,7 @@ def phrase_targets(tokenizer: SpanTokenizer, prompts: Sequence[str], phrases: Se
     valid = torch.zeros(len(prompts), width, dtype=torch.bool)
     for b, (prompt, grounded) in enumerate(zip(prompts, phrases, strict=True)):
         for i, phrase in enumerate(grounded):
-            positions = [j for j in tokenizer.span_tokens(prompt, phrase.start, phrase.end) if j < length]
+            positions = tokenizer.span_tokens(prompt, phrase.start, phrase.end)  # within the prompt's row
             if positions:
                 tokens[b, i, positions] = 1.0
                 boxes[b, i] = torch.tensor(phrase.box)

@@ -281,7 +281,7 @@ class Diffusion(Trainable, nn.Module):
             out = ctx.nets["model"](x_t, t, labels, prompts, attention_maps=maps)
         loss = F.mse_loss(out.float(), self.schedule.target(x0, noise, t, self.config.prediction))
         logs = {"loss": loss.item(), "items": float(B)}
-        if maps is not None and prompts is not None:
+        if maps is not None:  # grounding: validated to come with a text encoder, so prompts are given
             if "grounding" not in batch:
                 raise ConfigError("--grounding-weight needs batches with grounded captions")
             phrases = [[] if p == "" else g for p, g in zip(prompts, batch["grounding"], strict=True)]
