@@ -18,8 +18,11 @@ Then, without sampling, the order gap: on test scenes of two different digits, t
 at several noise levels given the right caption ("a seven to the left of a two"), the caption with the two nouns
 swapped ("a two to the left of a seven") and the empty prompt. (swapped − right) / right is how much the model's
 prediction depends on word order; (empty − right) / right how much on the caption at all. It is the quantity
-training can improve directly, and it moves long before sampled images do. Prints both tables and writes
-benchmarks/results/NAME.json.
+training can improve directly, and it moves long before sampled images do. Beside it, for runs with
+cross-attention, how the right caption's item phrases are read (genlab.nn.grounding, averaged over layers and
+phrases): the share of a phrase's reading that comes from inside its half (0.5: read alike from both halves),
+and how much the positions in its half read it (the rest of their attention goes to the caption's other words).
+Prints both tables and writes benchmarks/results/NAME.json.
 """
 
 import argparse
@@ -38,11 +41,13 @@ from genlab.data.captions import (
     SCENE_RELATIONS,
     EvalPrompt,
     scene_eval_prompts,
+    scene_grounding,
     scene_prompt,
 )
 from genlab.data.images import ImageDataConfig, ImageDataset, load_images, to_model_range
 from genlab.eval.text_image import prompt_obedience, region_classifier
 from genlab.models.diffusion.ddpm import Diffusion
+from genlab.nn.grounding import box_read, inside_share, phrase_targets
 from genlab.pipelines import TextToImagePipeline
 from image_scoring import machine
 from text_to_image import trained_summary
@@ -85,16 +90,26 @@ def order_gap(model: Diffusion, ds: ImageDataset, num_scenes: int, seed: int) ->
     prompts = {"right": [caption(*f) for f in zip(a, r, b, strict=True)],
                "swapped": [caption(*f) for f in zip(b, r, a, strict=True)], "empty": [""] * len(keep)}
     net, schedule = model.sampling_net, model.schedule
+    # where each caption's item phrases belong, for runs whose cross-attention can be read
+    phrases = [scene_grounding(text) for text in prompts["right"]] if model.config.cross_attention else None
     out = {}
     for t in GAP_TIMESTEPS:
         tt = torch.full((len(keep),), t, device=model.device)
         x_t = schedule.add_noise(x0, noise, tt)
-        err = {}
+        err, reading = {}, {}
         for name, texts in prompts.items():
-            x0_hat, _ = schedule.split_prediction(net(x_t, tt, None, texts), x_t, tt, model.config.prediction)
+            maps: list[torch.Tensor] | None = [] if name == "right" and phrases is not None else None
+            pred = net(x_t, tt, None, texts, attention_maps=maps)
+            x0_hat, _ = schedule.split_prediction(pred, x_t, tt, model.config.prediction)
             err[name] = float(((x0_hat.float() - x0) ** 2).mean())
-        out[str(t)] = err | {"order_gap": (err["swapped"] - err["right"]) / err["right"],
-                             "caption_gap": (err["empty"] - err["right"]) / err["right"]}
+            if maps:
+                tokens, boxes, valid = phrase_targets(net.text.encoder, texts, phrases, maps[0].shape[-1],
+                                                      model.device)
+                reading = {"inside_share": float(torch.cat([inside_share(m, tokens, boxes)[valid] for m in maps])
+                                                 .mean()),
+                           "box_read": float(torch.cat([box_read(m, tokens, boxes)[valid] for m in maps]).mean())}
+        out[str(t)] = err | reading | {"order_gap": (err["swapped"] - err["right"]) / err["right"],
+                                       "caption_gap": (err["empty"] - err["right"]) / err["right"]}
     return out
 
 
@@ -140,12 +155,13 @@ def main() -> None:
             g = row[group]
             print(f"| {row['label']} | {group} | {g['relation_accuracy']:.3f} | {g['swapped_accuracy']:.3f} "
                   f"| {g['item_accuracy']:.3f} | {g['n_scenes']} |")
-    print("\n| run | t | x0 error, right caption | swapped nouns | empty prompt | order gap | caption gap |\n"
-          "|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| run | t | x0 error, right caption | swapped nouns | empty prompt | order gap | caption gap "
+          "| phrase read inside its half | its half reads it |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         for t, g in (row["order_gap"] or {}).items():
+            reading = " | ".join(f"{g[k]:.3f}" if k in g else "–" for k in ("inside_share", "box_read"))
             print(f"| {row['label']} | {t} | {g['right']:.4f} | {g['swapped']:.4f} | {g['empty']:.4f} "
-                  f"| {g['order_gap']:+.3f} | {g['caption_gap']:+.3f} |")
+                  f"| {g['order_gap']:+.3f} | {g['caption_gap']:+.3f} | {reading} |")
     out = {"rows": rows, "options": {k: v for k, v in vars(args).items() if k != "runs"},
            "seconds": time.time() - t0, "machine": machine(),
            "command": "benchmarks/scene_binding.py " + " ".join(sys.argv[1:])}

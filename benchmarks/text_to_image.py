@@ -23,7 +23,8 @@ learned position embedding), "diffusion-xattn-pos-a2" (that with attention in th
 resolution, about four times the images per second on a CPU; the scenes' default with "diffusion-pooled-p2", the
 same without cross-attention; "diffusion-xattn-p2-pos" adds the position embedding; "-ln" after it draws the
 training noise levels from a logit-normal density, "-ground" adds the grounding loss, `--grounding-weight`
-GROUNDING, and "-ground-ln" both), "cvae"
+GROUNDING, and "-ground-ln" both; "diffusion-xattn-only-p2-pos-ground-ln" is that last one with the prompt
+entering by cross-attention alone, `--pooled-prompt false`), "cvae"
 (benchmarks/vae.py's MLP VAE) and "cgan" (benchmarks/gan.py's DCGAN hinge + spectral norm), the last two
 conditioned on the pooled embedding. Scenes
 default to mnist5k-scenes, whose judge can read the goal: its region classifier reads 96% of real test scene
@@ -72,6 +73,7 @@ DIFFUSION = {"max_steps": 10_000_000, "log_interval": 50, "precision": "bf16", "
 P2_POS = DIFFUSION | {"cross_attention": True, "patch_size": 2, "position_embedding": True}
 LOGIT_NORMAL = {"timestep_sampling": "logit-normal"}  # mean 0, std 1: Esser et al.'s choice
 GROUNDING = 0.1  # weight of the grounding loss (scenes: each item phrase read from its half; 1.0 was worse)
+PIXEL_GROUNDING = 0.05  # weight of TokenCompose's pixel term: positions in an item's half read its phrase
 MODELS = {  # name -> (genlab model family, options, label in the tables)
     "diffusion-xattn": ("diffusion", DIFFUSION | {"cross_attention": True}, "diffusion, cross-attention"),
     "diffusion-xattn-pos": ("diffusion", DIFFUSION | {"cross_attention": True, "position_embedding": True},
@@ -89,6 +91,14 @@ MODELS = {  # name -> (genlab model family, options, label in the tables)
     "diffusion-xattn-p2-pos-ground-ln": ("diffusion", P2_POS | LOGIT_NORMAL | {"grounding_weight": GROUNDING},
                                          "diffusion, cross-attention + position embedding, 2×2 patches, grounding "
                                          "loss, logit-normal timesteps"),
+    "diffusion-xattn-p2-pos-groundpx-ln": ("diffusion", P2_POS | LOGIT_NORMAL | {
+        "grounding_weight": GROUNDING, "grounding_pixel_weight": PIXEL_GROUNDING},
+        "diffusion, cross-attention + position embedding, 2×2 patches, grounding loss with its pixel term, "
+        "logit-normal timesteps"),
+    "diffusion-xattn-only-p2-pos-ground-ln": ("diffusion", P2_POS | LOGIT_NORMAL | {"grounding_weight": GROUNDING,
+                                                                                  "pooled_prompt": False},
+                                              "diffusion, cross-attention alone (no pooled prompt) + position "
+                                              "embedding, 2×2 patches, grounding loss, logit-normal timesteps"),
     "diffusion-pooled": ("diffusion", DIFFUSION | {"cross_attention": False}, "diffusion, pooled only"),
     "diffusion-pooled-p2": ("diffusion", DIFFUSION | {"cross_attention": False, "patch_size": 2},
                             "diffusion, pooled only, 2×2 pixels folded into channels"),

@@ -1,8 +1,11 @@
-"""Token-level grounding: phrase spans to token positions, the cross-attention maps, the grounding loss, and
-`genlab train diffusion --grounding-weight` end to end with its errors."""
+"""Token-level grounding: phrase spans to token positions, the cross-attention maps, the grounding losses (token
+and pixel terms), and `genlab train diffusion --grounding-weight --grounding-pixel-weight` end to end with its
+errors."""
 
 import importlib.util
 import json
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ import torch
 
 from genlab.data.captions import GroundedPhrase, scene_grounding
 from genlab.models.diffusion.unet import CrossAttention, TextContext, UNet
-from genlab.nn.grounding import box_masks, grounding_loss, phrase_targets
+from genlab.nn.grounding import box_masks, grounding_loss, phrase_targets, pixel_grounding_loss
 from genlab.text_encoders import build_text_encoder, text_encoder_spec
 
 CAPTION = "a photo of a small seven to the left of a large handwritten two"
@@ -85,6 +88,26 @@ def test_grounding_loss_values() -> None:
     assert empty.item() == 0 and torch.equal(maps[0].grad, torch.zeros_like(maps[0]))
 
 
+def test_pixel_grounding_loss_values() -> None:
+    phrases = [[GroundedPhrase(1, 2, LEFT), GroundedPhrase(3, 4, RIGHT)]]
+    targets = phrase_targets(Positions(), ["caption"], phrases, 5)
+    exact = torch.zeros(1, 4, 4, 5)
+    exact[..., :2, 1] = exact[..., 2:, 3] = 1.0  # each half reads its phrase and nothing else
+    assert pixel_grounding_loss([exact], *targets).item() == pytest.approx(0.0, abs=1e-5)
+    # The token loss is 0 here (the phrases are read only in their boxes) but the pixel loss is not: the boxes
+    # read the phrase with 0.5 (−log 0.5 over the half of the positions inside).
+    assert grounding_loss([attention_map(1.0)], *targets).item() == pytest.approx(0.0)
+    assert pixel_grounding_loss([attention_map(1.0)], *targets).item() == pytest.approx(0.5 * math.log(2), abs=1e-4)
+    # read evenly, 0.25 everywhere: −(log 0.25 + log 0.75) / 2
+    even = pixel_grounding_loss([attention_map(0.5)], *targets).item()
+    assert even == pytest.approx(-(math.log(0.25) + math.log(0.75)) / 2, abs=1e-4)
+    assert pixel_grounding_loss([exact, attention_map(0.5)], *targets).item() == pytest.approx(even / 2, abs=1e-4)
+    maps = [attention_map(0.5).requires_grad_()]
+    empty = pixel_grounding_loss(maps, *phrase_targets(Positions(), [""], [[]], 5))
+    empty.backward()
+    assert empty.item() == 0 and torch.equal(maps[0].grad, torch.zeros_like(maps[0]))
+
+
 def test_cross_attention_maps_are_the_softmax_over_real_tokens() -> None:
     torch.manual_seed(0)
     layer = CrossAttention(8, context_dim=6, heads=2, size=4)
@@ -102,10 +125,13 @@ def test_cross_attention_maps_are_the_softmax_over_real_tokens() -> None:
     assert attn[0, ..., :3].std(dim=(0, 1)).min() > 0  # positions differ: the embedding tells them apart
 
 
-def test_grounding_loss_trains_cross_attention_to_read_phrases_in_place() -> None:
-    """A few hundred Adam steps on the grounding loss alone: a U-Net's cross-attention (with position embedding)
-    learns to read the first phrase from the left half and the second from the right, for tokens whose order
-    alone says which is which (the same two token states, swapped)."""
+@pytest.mark.parametrize(("loss_fn", "start_above", "end_below"),
+                         [(grounding_loss, 0.2, 0.02), (pixel_grounding_loss, 0.5, 0.01)])
+def test_grounding_loss_trains_cross_attention_to_read_phrases_in_place(loss_fn: Callable, start_above: float,
+                                                                        end_below: float) -> None:
+    """150 Adam steps on a grounding loss alone: a U-Net's cross-attention (with position embedding) learns to
+    read the first phrase from the left half and the second from the right, for tokens whose order alone says
+    which is which (the same two token states, swapped)."""
     torch.manual_seed(0)
     net = UNet(1, 8, base_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_heads=2, cond_dim=4,
                context_dim=6, position_embedding=True)
@@ -123,14 +149,14 @@ def test_grounding_loss_trains_cross_attention_to_read_phrases_in_place() -> Non
         maps: list[torch.Tensor] = []
         net(x, t, vec, TextContext(tokens, mask, maps))
         assert len(maps) == 4  # encoder, middle and two decoder blocks at the lowest level
-        return grounding_loss(maps, *targets)
+        return loss_fn(maps, *targets)
 
     start = loss().item()
     for _ in range(150):
         opt.zero_grad()
         loss().backward()
         opt.step()
-    assert start > 0.2 and loss().item() < 0.02
+    assert start > start_above and loss().item() < end_below
 
 
 def test_train_with_grounding_end_to_end_and_its_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -139,23 +165,27 @@ def test_train_with_grounding_end_to_end_and_its_errors(tmp_path: Path, monkeypa
     from tests.test_image_task import assert_one_line_error, cli
 
     run = tmp_path / "run"
-    options = {"data": "mnist5k-scenes", "text_encoder": "scratch", "grounding_weight": 1.0, "patch_size": 2,
+    options = {"data": "mnist5k-scenes", "text_encoder": "scratch", "grounding_weight": 1.0,
+               "grounding_pixel_weight": 0.5, "patch_size": 2,
                "position_embedding": True, "base_channels": 16, "channel_mult": "1,2", "max_steps": 4,
                "batch_size": 8, "log_interval": 2, "eval_interval": 4, "eval_batches": 1}
     genlab.train("diffusion", run, options)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r["grounding"] for r in rows if r.get("split") == "train"]
     assert len(logged) == 2 and all(0.15 < g < 0.35 for g in logged)  # about 1/4 at the start
+    pixel = [r["grounding_pixel"] for r in rows if r.get("split") == "train"]
+    # at the start each position reads a phrase about as much as the phrase's share of the caption's tokens
+    assert len(pixel) == 2 and all(0.6 < g < 1.4 for g in pixel)
     assert json.loads((run / "config.json").read_text())["model_config"]["grounding_weight"] == 1.0
 
     other = tmp_path / "other"
     code, _, err = cli(["train", "diffusion", "--data", "mnist5k-captions", "--text-encoder", "scratch",
                         "--grounding-weight", "1", "--out", other], monkeypatch, capsys)
-    assert_one_line_error(code, err, "--grounding-weight needs captions whose phrases are placed", "mnist5k-scenes")
+    assert_one_line_error(code, err, "need captions whose phrases are placed", "mnist5k-scenes")
     code, _, err = cli(["train", "diffusion", "--data", "mnist5k-scenes", "--text-encoder", "scratch",
                         "--cross-attention", "false", "--grounding-weight", "1", "--out", other], monkeypatch, capsys)
-    assert_one_line_error(code, err, "needs --text-encoder and --cross-attention true")
-    code, _, err = cli(["train", "diffusion", "--data", "mnist5k-scenes", "--grounding-weight", "-1",
+    assert_one_line_error(code, err, "need --text-encoder and --cross-attention true")
+    code, _, err = cli(["train", "diffusion", "--data", "mnist5k-scenes", "--grounding-pixel-weight", "-1",
                         "--out", other], monkeypatch, capsys)
-    assert_one_line_error(code, err, "--grounding-weight must be non-negative")
+    assert_one_line_error(code, err, "--grounding-pixel-weight must be non-negative")
     assert not other.exists()

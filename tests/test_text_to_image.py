@@ -96,15 +96,24 @@ def test_text_conditioner_vectors_and_tokens() -> None:
     assert out.mask[1].sum() == 1  # the empty prompt is one start token
     pooled_only = TextConditioner(scratch_spec(), dim=10).eval()(["a white square"])
     assert pooled_only.tokens is None and pooled_only.mask is None
+    tokens_only = TextConditioner(scratch_spec(width=16), dim=None, token_dim=7).eval()
+    states, mask = tokens_only.states(["a white square"])
+    out = tokens_only(["a white square"])
+    assert out.tokens.shape[2] == 7 and torch.allclose(out.vector, states[mask].mean(0, keepdim=True))
+    with pytest.raises(ValueError, match="needs a pooled vector, token states or both"):
+        TextConditioner(scratch_spec(), dim=None)
 
 
 # --- the diffusion model ---
 
-@pytest.mark.parametrize("cross_attention", [True, False])
-def test_text_diffusion_trains_and_guides(cross_attention: bool) -> None:
-    model = randomize(tiny_diffusion(cross_attention))
+@pytest.mark.parametrize(("cross_attention", "pooled_prompt"), [(True, True), (False, True), (True, False)])
+def test_text_diffusion_trains_and_guides(cross_attention: bool, pooled_prompt: bool) -> None:
+    model = randomize(tiny_diffusion(cross_attention, pooled_prompt=pooled_prompt))
     assert model.text_conditioned and not model.conditional
     assert any("CrossAttention" in type(m).__name__ for m in model.modules()) == cross_attention
+    # Without the pooled prompt nothing of it reaches the time embedding: no projection to train.
+    assert (model.denoiser.unet.cond_proj is not None) == pooled_prompt
+    assert (model.denoiser.text.pooled is not None) == pooled_prompt
     net = model.sampling_net.eval()
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 30])
     cond, empty = model.conditions(2, prompts=["a white square", "a black square"])
@@ -142,6 +151,12 @@ def test_text_model_without_text_refuses_prompts() -> None:
 def test_conditional_and_text_exclude_each_other() -> None:
     with pytest.raises(ConfigError, match="exclude each other"):
         DiffusionConfig(conditional=True, text_encoder="scratch").validate()
+
+
+@pytest.mark.parametrize("options", [{"cross_attention": False}, {"text_encoder": ""}])
+def test_prompt_without_pooled_path_needs_cross_attention(options: dict) -> None:
+    with pytest.raises(ConfigError, match="--pooled-prompt false leaves cross-attention"):
+        DiffusionConfig(**({"text_encoder": "scratch", "pooled_prompt": False} | options)).validate()
 
 
 # --- VAE and GAN: the pooled path ---

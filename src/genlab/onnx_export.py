@@ -354,8 +354,7 @@ class DiffusionStep(nn.Module):
             return self.net(x, t, *condition)
         if text.tokens is None:
             return self.net(x, t, cond=Condition(text.pooled(condition[0])))
-        states, mask = condition
-        return self.net(x, t, cond=Condition(text.pooled(pool(states, mask)), text.tokens(states), mask))
+        return self.net(x, t, cond=text.from_states(*condition))
 
 
 def image_generator(model: nn.Module, artifacts: dict[str, Any]) -> OnnxGraph:

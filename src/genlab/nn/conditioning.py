@@ -91,14 +91,18 @@ def _pad(t: torch.Tensor, length: int) -> torch.Tensor:
 
 
 class TextConditioner(nn.Module):
-    """Prompts → Condition: a pooled vector of size `dim` and, with `token_dim`, projected token states."""
+    """Prompts → Condition: a pooled vector of size `dim` and, with `token_dim`, projected token states. With
+    `dim` None (a U-Net that reads the prompt through cross-attention alone) the vector is the encoder's pooled
+    states as they are, with no projection to train."""
 
-    def __init__(self, spec: dict, dim: int, token_dim: int | None = None):
+    def __init__(self, spec: dict, dim: int | None, token_dim: int | None = None):
         super().__init__()
+        if dim is None and not token_dim:
+            raise ValueError("a text conditioner needs a pooled vector, token states or both")
         self.spec = spec
         self.encoder = build_text_encoder(spec)
         width = self.encoder.dim
-        self.pooled = nn.Sequential(nn.Linear(width, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.pooled = nn.Sequential(nn.Linear(width, dim), nn.SiLU(), nn.Linear(dim, dim)) if dim else None
         self.tokens = nn.Linear(width, token_dim) if token_dim else None
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # frozen encoders: prompt -> states (L, D)
 
@@ -109,7 +113,7 @@ class TextConditioner(nn.Module):
 
     def states(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The encoder's token states (B, L, D) and mask (B, L) on this module's device."""
-        device = self.pooled[0].weight.device
+        device = (self.pooled[0] if self.pooled is not None else self.tokens).weight.device
         if self.encoder.trainable:
             ids, mask = self.encoder.tokenize(prompts)
             ids, mask = ids.to(device), mask.to(device)
@@ -132,8 +136,13 @@ class TextConditioner(nn.Module):
         return states, mask
 
     def forward(self, prompts: Sequence[str]) -> Condition:
-        states, mask = self.states(prompts)
-        vector = self.pooled(pool(states, mask))
+        return self.from_states(*self.states(prompts))
+
+    def from_states(self, states: torch.Tensor, mask: torch.Tensor) -> Condition:
+        """The encoder's token states (B, L, D) and mask (B, L) → the Condition a network reads."""
+        vector = pool(states, mask)
+        if self.pooled is not None:
+            vector = self.pooled(vector)
         tokens = self.tokens(states) if self.tokens is not None else None
         return Condition(vector, tokens, mask if tokens is not None else None)
 

@@ -6,19 +6,25 @@ tokens (softmax over the caption's tokens, averaged over heads, summed over the 
 (1 − Σ_{x in box} a_p(x) / Σ_x a_p(x))², averaged over phrases and layers: 0 when the phrase is read only inside
 its box, 1/4 when it is read evenly from both halves of the image.
 
+`pixel_grounding_loss` is TokenCompose's second term, L_pixel: at every position, the binary cross-entropy
+between a_p(x) and the box (1 inside, 0 outside), averaged over positions, phrases and layers. The share above
+can be 1 while positions in the box read mostly other tokens ("a", "to the left of", which in a contextual
+encoder carry something of both nouns); this term asks positions in the box to read the phrase itself.
+
 On two-item scenes ("a seven to the left of a two") the denoising loss rewards word order only weakly: a model
 that knows which two digits to draw, but not which goes where, loses little (README, "Where order gets lost").
 The grounding loss rewards it directly: the left half must read the phrase that the caption puts on the left.
 
 Reference:
-    Wang et al. 2024, "TokenCompose: Text-to-Image Diffusion with Token-level Supervision" (L_token, with
-        segmentation masks of the nouns; boxes here)
+    Wang et al. 2024, "TokenCompose: Text-to-Image Diffusion with Token-level Supervision" (L_token and
+        L_pixel, with segmentation masks of the nouns; boxes here)
 """
 
 from collections.abc import Sequence
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 
 
 class Phrase(Protocol):
@@ -62,17 +68,48 @@ def box_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (inside_rows[..., :, None] & inside_cols[..., None, :]).float()
 
 
+def phrase_reads(attn: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The attention each position of a map (B, H, W, L) gives each phrase of `tokens` (B, P, L): (B, P, H, W)."""
+    return torch.einsum("bhwl,bpl->bphw", attn.float(), tokens)
+
+
+def inside_share(attn: torch.Tensor, tokens: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B, P): the share of each phrase's reading in one map (B, H, W, L) that comes from inside its box."""
+    read = phrase_reads(attn, tokens)
+    inside = (read * box_masks(boxes, attn.shape[1], attn.shape[2])).sum((-2, -1))
+    return inside / read.sum((-2, -1)).clamp_min(1e-12)
+
+
+def box_read(attn: torch.Tensor, tokens: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """(B, P): how much the positions inside each phrase's box read the phrase, on average, in one map."""
+    box = box_masks(boxes, attn.shape[1], attn.shape[2])
+    return (phrase_reads(attn, tokens) * box).sum((-2, -1)) / box.sum((-2, -1)).clamp_min(1)
+
+
 def grounding_loss(maps: Sequence[torch.Tensor], tokens: torch.Tensor, boxes: torch.Tensor,
                    valid: torch.Tensor) -> torch.Tensor:
     """The mean of (1 − inside share)² over the valid phrases of every attention map (B, H, W, L) in `maps`
     (genlab.models.diffusion.unet.CrossAttention's), with `phrase_targets`' tokens, boxes and valid; 0 (with
     the graph) when there are none."""
+    if not valid.any():
+        return _no_phrases(maps, tokens)
+    return torch.cat([(1 - inside_share(attn, tokens, boxes))[valid] ** 2 for attn in maps]).mean()
+
+
+def pixel_grounding_loss(maps: Sequence[torch.Tensor], tokens: torch.Tensor, boxes: torch.Tensor,
+                         valid: torch.Tensor) -> torch.Tensor:
+    """The binary cross-entropy between what each position reads of each valid phrase and its box (1 inside,
+    0 outside), averaged over positions, phrases and the maps; arguments as `grounding_loss`'s."""
+    if not valid.any():
+        return _no_phrases(maps, tokens)
     terms = []
     for attn in maps:
-        read = torch.einsum("bhwl,bpl->bphw", attn.float(), tokens)  # attention each position gives each phrase
-        inside = (read * box_masks(boxes, attn.shape[1], attn.shape[2])).sum((-2, -1))
-        share = inside / read.sum((-2, -1)).clamp_min(1e-12)
-        terms.append((1 - share)[valid] ** 2)
-    if not valid.any():  # zero, still tied to the maps, so every rank's backward sees the same graph
-        return sum((m.sum() for m in maps), tokens.new_zeros(())) * 0
-    return torch.cat(terms).mean()
+        read = phrase_reads(attn, tokens).clamp(1e-6, 1 - 1e-6)  # log's domain; a phrase's reads sum to ≤ 1
+        box = box_masks(boxes, attn.shape[1], attn.shape[2])
+        terms.append(F.binary_cross_entropy(read[valid], box[valid]))
+    return torch.stack(terms).mean()
+
+
+def _no_phrases(maps: Sequence[torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+    # Zero, still tied to the maps, so every rank's backward sees the same graph.
+    return sum((m.sum() for m in maps), tokens.new_zeros(())) * 0

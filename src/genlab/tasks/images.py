@@ -122,13 +122,13 @@ class CaptionedBatches:
 def caption_grounding(ds: ImageDataset, model_cfg: Any) -> Callable[[str], list[GroundedPhrase]] | None:
     """What grounds the data set's captions when the model trains with a grounding loss (None otherwise);
     ConfigError when it asks for one and the captions have none."""
-    if not getattr(model_cfg, "grounding_weight", 0):
+    if not getattr(model_cfg, "grounded", False):
         return None
     kind = ds.caption_info.get("kind")
     if kind not in CAPTION_GROUNDING:
-        raise ConfigError(f"--grounding-weight needs captions whose phrases are placed in their images, and "
-                          f"{ds.source}'s are not; the built-in scenes sets have them (mnist5k-scenes, "
-                          "fashion-mnist-scenes)")
+        raise ConfigError(f"--grounding-weight and --grounding-pixel-weight need captions whose phrases are placed "
+                          f"in their images, and {ds.source}'s are not; the built-in scenes sets have them "
+                          "(mnist5k-scenes, fashion-mnist-scenes)")
     return CAPTION_GROUNDING[kind]
 
 

@@ -15,8 +15,8 @@ References:
 
 Training (`train_step`): x₀ in [−1, 1], t ~ U{0..T−1} (or logit-normal, `--timestep-sampling`), ε ~ N(0, I),
 x_t = √ᾱ_t·x₀ + √(1−ᾱ_t)·ε; the network predicts ε, v or x₀ (`--prediction`) and the loss is the mean squared
-error against it (plus `--grounding-weight` × genlab.nn.grounding's loss on the cross-attention maps, for
-captions whose phrases are placed in their images). A conditional model
+error against it (plus `--grounding-weight` and `--grounding-pixel-weight` × genlab.nn.grounding's two losses on
+the cross-attention maps, for captions whose phrases are placed in their images). A conditional model
 replaces the label by the "null" label (index K) with probability `--cond-drop`, so the same network is also
 the unconditional model that guidance needs. An EMA copy of the denoiser (saved, resumed) is what samples.
 
@@ -32,8 +32,9 @@ recall, per-label accuracy) and the variational bound in bits per dimension.
     genlab generate runs/t2i "a small dark ankle boot" --guidance 3
 
 Text conditioning (`--text-encoder`, genlab.nn.conditioning): the prompt's pooled embedding joins the timestep
-embedding and, with `--cross-attention` (the default), the U-Net attends to its token states (Rombach et al.
-2022); the null condition of guidance is the empty prompt, trained with probability `--cond-drop`.
+embedding (unless `--pooled-prompt false`) and, with `--cross-attention` (the default), the U-Net attends to its
+token states (Rombach et al. 2022); the null condition of guidance is the empty prompt, trained with
+probability `--cond-drop`.
 """
 
 import copy
@@ -53,7 +54,7 @@ from genlab.errors import ConfigError
 from genlab.models.diffusion.unet import TextContext, UNet, check_unet_shape
 from genlab.nn.conditioning import Condition, TextConditioner, TextConditioningConfig, as_prompts, load_pretrained_text
 from genlab.nn.ema import update_ema
-from genlab.nn.grounding import grounding_loss, phrase_targets
+from genlab.nn.grounding import grounding_loss, phrase_targets, pixel_grounding_loss
 from genlab.progress import progress_bar
 from genlab.registry import register
 from genlab.schedulers import SAMPLERS, NoiseSchedule, Sampler, make_sampler
@@ -82,6 +83,9 @@ class DiffusionConfig(TextConditioningConfig):
                                "projected prompt tokens")
     cross_attention: bool = option(True, "text models: U-Net features attend to the prompt's tokens (false: the "
                                          "pooled embedding alone)")
+    pooled_prompt: bool = option(True, "text models with cross-attention: the prompt's pooled embedding also joins "
+                                       "the timestep embedding (false: the prompt enters through cross-attention "
+                                       "alone, as in Stable Diffusion)")
     timesteps: int = option(1000, "T, the number of noise levels of training")
     noise_schedule: str = option("cosine", "linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021)")
     prediction: str = option("v", "what the U-Net predicts: epsilon, v (Salimans & Ho 2022) or x0")
@@ -92,6 +96,8 @@ class DiffusionConfig(TextConditioningConfig):
     grounding_weight: float = option(0.0, "text models: weight of a loss that asks cross-attention to read each "
                                           "phrase where its item lies (TokenCompose); needs grounded captions "
                                           "(the built-in scenes sets)")
+    grounding_pixel_weight: float = option(0.0, "text models: weight of TokenCompose's second grounding loss, which "
+                                                "asks each position inside a phrase's box to read that phrase")
     conditional: bool = option(False, "class-conditional with classifier-free guidance; needs labels")
     cond_drop: float = option(0.1, "probability of training on the null label (Ho & Salimans 2022)")
     ema_decay: float = option(0.999, "EMA of the denoiser's weights used for sampling; 0 disables")
@@ -110,11 +116,14 @@ class DiffusionConfig(TextConditioningConfig):
                               f"choose {', '.join(TIMESTEP_SAMPLINGS)}")
         if self.timestep_std <= 0:
             raise ConfigError("--timestep-std must be positive")
-        if self.grounding_weight < 0:
-            raise ConfigError("--grounding-weight must be non-negative")
-        if self.grounding_weight > 0 and not (self.text_encoder and self.cross_attention):
-            raise ConfigError("--grounding-weight acts on cross-attention to the prompt: it needs --text-encoder "
-                              "and --cross-attention true")
+        if min(self.grounding_weight, self.grounding_pixel_weight) < 0:
+            raise ConfigError("--grounding-weight and --grounding-pixel-weight must be non-negative")
+        if self.grounded and not (self.text_encoder and self.cross_attention):
+            raise ConfigError("--grounding-weight and --grounding-pixel-weight act on cross-attention to the "
+                              "prompt: they need --text-encoder and --cross-attention true")
+        if not self.pooled_prompt and not (self.text_encoder and self.cross_attention):
+            raise ConfigError("--pooled-prompt false leaves cross-attention as the prompt's only way in: it needs "
+                              "--text-encoder and --cross-attention true")
         if min(self.base_channels, self.num_res_blocks, self.attention_heads, self.cond_dim, self.patch_size) < 1 or \
                 not self.channel_mult or min(self.channel_mult) < 1:
             raise ConfigError("base_channels, channel_mult entries, num_res_blocks, attention_heads, cond_dim and "
@@ -129,6 +138,11 @@ class DiffusionConfig(TextConditioningConfig):
             raise ConfigError("--ema-decay must be in [0, 1)")
         SamplingOptions(self.sampler, self.sample_steps, self.guidance, self.eta).validate(self.timesteps)
         self.validate_text()
+
+    @property
+    def grounded(self) -> bool:
+        """Whether training adds a grounding loss (genlab.nn.grounding)."""
+        return self.grounding_weight > 0 or self.grounding_pixel_weight > 0
 
     def validate_shapes(self) -> None:
         """Checks that need the data's shapes (called when the model is built)."""
@@ -176,11 +190,12 @@ class Denoiser(nn.Module):
         super().__init__()
         self.label_embed = nn.Embedding(c.num_classes + 1, c.cond_dim) if c.conditional else None
         cross = c.text_conditioned and c.cross_attention
-        self.text = TextConditioner(c.text_spec, c.cond_dim, c.cond_dim if cross else None) \
+        pooled = c.text_conditioned and c.pooled_prompt
+        self.text = TextConditioner(c.text_spec, c.cond_dim if pooled else None, c.cond_dim if cross else None) \
             if c.text_conditioned else None
-        conditioned = c.conditional or c.text_conditioned
+        self.vector_conditioned = c.conditional or pooled
         self.unet = UNet(c.channels, c.image_size, c.base_channels, tuple(c.channel_mult), c.num_res_blocks,
-                         c.attention_levels, c.attention_heads, c.dropout, c.cond_dim if conditioned else 0,
+                         c.attention_levels, c.attention_heads, c.dropout, c.cond_dim if self.vector_conditioned else 0,
                          c.cond_dim if cross else 0, c.position_embedding, c.patch_size)
 
     def condition(self, labels: torch.Tensor | None = None, prompts: list[str] | None = None) -> Condition | None:
@@ -201,7 +216,7 @@ class Denoiser(nn.Module):
         if cond is None:
             return self.unet(x, t)
         context = TextContext(cond.tokens, cond.mask, attention_maps) if cond.tokens is not None else None
-        return self.unet(x, t, cond.vector, context)
+        return self.unet(x, t, cond.vector if self.vector_conditioned else None, context)
 
 
 @register("diffusion", task="images")
@@ -276,7 +291,7 @@ class Diffusion(Trainable, nn.Module):
         t = sample_timesteps(B, c.timesteps, c.timestep_sampling, c.timestep_mean, c.timestep_std, x0.device)
         noise = torch.randn_like(x0)
         x_t = self.schedule.add_noise(x0, noise, t)
-        maps: list[torch.Tensor] | None = [] if c.grounding_weight > 0 else None
+        maps: list[torch.Tensor] | None = [] if c.grounded else None
         with ctx.autocast():
             out = ctx.nets["model"](x_t, t, labels, prompts, attention_maps=maps)
         loss = F.mse_loss(out.float(), self.schedule.target(x0, noise, t, self.config.prediction))
@@ -285,10 +300,13 @@ class Diffusion(Trainable, nn.Module):
             if "grounding" not in batch:
                 raise ConfigError("--grounding-weight needs batches with grounded captions")
             phrases = [[] if p == "" else g for p, g in zip(prompts, batch["grounding"], strict=True)]
-            ground = grounding_loss(maps, *phrase_targets(self.denoiser.text.encoder, prompts, phrases,
-                                                          maps[0].shape[-1], x0.device))
-            loss = loss + c.grounding_weight * ground
-            logs["grounding"] = ground.item()
+            targets = phrase_targets(self.denoiser.text.encoder, prompts, phrases, maps[0].shape[-1], x0.device)
+            for name, weight, term in (("grounding", c.grounding_weight, grounding_loss),
+                                       ("grounding_pixel", c.grounding_pixel_weight, pixel_grounding_loss)):
+                if weight > 0:
+                    value = term(maps, *targets)
+                    loss = loss + weight * value
+                    logs[name] = value.item()
         ctx.optimize("model", loss)
         if self.ema is not None:
             update_ema(self.ema, self.denoiser, self.config.ema_decay, ctx.step + 1)
