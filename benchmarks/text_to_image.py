@@ -24,7 +24,8 @@ resolution, about four times the images per second on a CPU; the scenes' default
 same without cross-attention; "diffusion-xattn-p2-pos" adds the position embedding; "-ln" after it draws the
 training noise levels from a logit-normal density, "-ground" adds the grounding loss, `--grounding-weight`
 GROUNDING, and "-ground-ln" both; "diffusion-xattn-only-p2-pos-ground-ln" is that last one with the prompt
-entering by cross-attention alone, `--pooled-prompt false`), "cvae"
+entering by cross-attention alone, `--pooled-prompt false`; "diffusion-pooled-p2-pos-ln" is the pooled-only
+baseline of those: no cross-attention, hence nothing to ground), "cvae"
 (benchmarks/vae.py's MLP VAE) and "cgan" (benchmarks/gan.py's DCGAN hinge + spectral norm), the last two
 conditioned on the pooled embedding. Scenes
 default to mnist5k-scenes, whose judge can read the goal: its region classifier reads 96% of real test scene
@@ -99,6 +100,8 @@ MODELS = {  # name -> (genlab model family, options, label in the tables)
                                                                                   "pooled_prompt": False},
                                               "diffusion, cross-attention alone (no pooled prompt) + position "
                                               "embedding, 2×2 patches, grounding loss, logit-normal timesteps"),
+    "diffusion-pooled-p2-pos-ln": ("diffusion", P2_POS | LOGIT_NORMAL | {"cross_attention": False},
+                                   "diffusion, pooled only, position embedding, 2×2 patches, logit-normal timesteps"),
     "diffusion-pooled": ("diffusion", DIFFUSION | {"cross_attention": False}, "diffusion, pooled only"),
     "diffusion-pooled-p2": ("diffusion", DIFFUSION | {"cross_attention": False, "patch_size": 2},
                             "diffusion, pooled only, 2×2 pixels folded into channels"),
