@@ -16,6 +16,7 @@ Seconds and tokens/s, for each side:
                     genlab: up to its last log line, before the final validation)
 """
 
+import contextlib
 import importlib.util
 import json
 import re
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import genlab
+from core_latency import ProbeUnavailable, RoundTripMonitor
 from genlab.config import from_dict
 from genlab.data.text import TextDataConfig, evaluation_text
 
@@ -141,15 +143,29 @@ def run_genlab(out: Path, seconds: float, options: dict) -> dict:
 
 
 def side_by_side(workdir: Path) -> dict:
-    """Train nanoGPT, then genlab in each precision for as long; score all. One row of benchmarks/results/lm.json."""
-    print("-- nanoGPT: train.py " + " ".join(NANOGPT_FLAGS), flush=True)
-    nano = run_nanogpt(workdir / "nanogpt")
-    print(json.dumps(nano), flush=True)
-    sides = {"nanogpt": nano}
-    for name, extra in GENLAB_SIDES.items():
-        print(f"-- {name}: {nano['loop_seconds']:.1f} s (nanoGPT's training loop), {extra}", flush=True)
-        sides[name] = run_genlab(workdir / name, nano["loop_seconds"], GENLAB_OPTIONS | extra)
-        print(json.dumps(sides[name]), flush=True)
+    """Train nanoGPT, then genlab in each precision for as long; score all. One row of benchmarks/results/lm.json.
+    Where the hypervisor had put the two CPUs during each side's training goes beside it ("cpus": a round trip
+    far apart costs small-kernel work up to a third of its speed here; see core_latency.py)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            monitor = stack.enter_context(RoundTripMonitor())
+        except ProbeUnavailable as e:
+            monitor = None
+            print(f"no CPU placement beside the timings: {e}", file=sys.stderr)
+        print("-- nanoGPT: train.py " + " ".join(NANOGPT_FLAGS), flush=True)
+        t0 = time.perf_counter()
+        sides = {"nanogpt": run_nanogpt(workdir / "nanogpt")}
+        nano = sides["nanogpt"]
+        if monitor:
+            nano["cpus"] = monitor.between(t0, time.perf_counter())
+        print(json.dumps(nano), flush=True)
+        for name, extra in GENLAB_SIDES.items():
+            print(f"-- {name}: {nano['loop_seconds']:.1f} s (nanoGPT's training loop), {extra}", flush=True)
+            t0 = time.perf_counter()
+            sides[name] = run_genlab(workdir / name, nano["loop_seconds"], GENLAB_OPTIONS | extra)
+            if monitor:
+                sides[name]["cpus"] = monitor.between(t0, time.perf_counter())
+            print(json.dumps(sides[name]), flush=True)
 
     # The validation characters of each side: nanoGPT's val.bin, genlab's validation split (as `genlab eval`).
     data = workdir / "nanogpt" / "data" / "shakespeare_char"
@@ -188,9 +204,12 @@ def side_by_side(workdir: Path) -> dict:
 
 def print_table(row: dict) -> None:
     print(f"\n{row['name']}: {row['evaluator']}")
-    print("| side | params | iters | loop s | wall s | tokens/s | step tokens/s | val nats/char | tokens/s ÷ nanoGPT |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| side | params | iters | loop s | wall s | tokens/s | step tokens/s | val nats/char | tokens/s ÷ nanoGPT "
+          "| CPUs far apart (share of the run) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, r in row["sides"].items():
         ratio = row["vs_nanogpt"].get(name, {}).get("tokens_per_s_ratio", 1.0)
+        far = r.get("cpus", {}).get("far_share")
         print(f"| {name} | {r['params'] / 1e6:.3f} M | {r['iters']} | {r['loop_seconds']} | {r['wall_seconds']} "
-              f"| {r['tokens_per_s']:,} | {r['step_tokens_per_s']:,} | {r['val_nats_per_char']} | {ratio} |")
+              f"| {r['tokens_per_s']:,} | {r['step_tokens_per_s']:,} | {r['val_nats_per_char']} | {ratio} "
+              f"| {'–' if far is None else f'{far:.0%}'} |")

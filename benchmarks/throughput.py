@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/throughput.py [--seconds 60] [--window 10] [--only NAME ...] [--threads N]
                                               [--flush all|main|off] [--no-flush-denormal] [--malloc keep|default]
-                                              [--plain-control]
+                                              [--plain-control] [--no-round-trip]
 
 Trains each family for --seconds on built-in data at its default size (the LSTM and the Transformer on
 `names`; the MLP and conv VAEs, the DCGAN and a smaller diffusion U-Net on Fashion-MNIST, or mnist5k where
@@ -25,6 +25,12 @@ more than one thread.
 does) or default (glibc's own policy: a block above its mmap threshold, at most 32 MiB, is unmapped when freed,
 and the next step faults its pages in again).
 
+Each window also carries where the machine had put its two CPUs meanwhile (core_latency.py, sampled once a second
+in a background thread; --no-round-trip leaves it out, and it is left out with a note where there is no C
+compiler): the median round trip of a cache line between them and the placement, near (a shared last-level cache),
+far, or mixed (moved during the window). "later/earlier half, same placement" compares windows with the same
+placement only (same_placement): a drift there is the training's, a step between placements is the machine's.
+
 On a machine shared with other work, more threads than free cores make OpenMP's spinning threads wait on each
 other (a step can take 10× longer): use --threads 1, or OMP_WAIT_POLICY=PASSIVE to compare flushing modes.
 """
@@ -34,6 +40,8 @@ import contextlib
 import json
 import os
 import resource
+import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,6 +54,7 @@ import genlab
 import genlab.cpu
 import genlab.trainer
 import lm
+from core_latency import UNMEASURED, ProbeUnavailable, RoundTripMonitor
 from genlab.checkpoint import CHECKPOINT, atomic_write_json, load_tensors
 from genlab.data.images import FASHION_DIR
 from genlab.progress import quiet
@@ -78,14 +87,15 @@ def rss_mb() -> float:
 
 
 @contextlib.contextmanager
-def memory_at_log_lines() -> Iterator[dict[int, float]]:
-    """{step: resident MB} at each training log line of the runs inside the block (Trainer.log wrapped)."""
-    seen: dict[int, float] = {}
+def at_log_lines() -> Iterator[dict[int, tuple[float, float]]]:
+    """{step: (resident MB, time.perf_counter())} at each training log line of the runs inside the block
+    (Trainer.log wrapped)."""
+    seen: dict[int, tuple[float, float]] = {}
     log = Trainer.log
 
     def logging(self: Trainer, record: dict[str, Any]) -> None:
         if record.get("split") == "train":
-            seen[record["step"]] = rss_mb()
+            seen[record["step"]] = (rss_mb(), time.perf_counter())
         log(self, record)
 
     Trainer.log = logging  # type: ignore[method-assign]
@@ -95,15 +105,22 @@ def memory_at_log_lines() -> Iterator[dict[int, float]]:
         Trainer.log = log  # type: ignore[method-assign]
 
 
-def windows(records: list[dict], width: float, rss: dict[int, float]) -> list[dict]:
+def windows(records: list[dict], width: float, seen: dict[int, tuple[float, float]],
+            monitor: RoundTripMonitor | None) -> list[dict]:
     """Steps/s in consecutive windows of `width` seconds of training time, from the train log lines (the last,
-    partial window only when it spans at least half a window), with the resident memory at each window's end."""
+    partial window only when it spans at least half a window), with the resident memory at each window's end and
+    the two CPUs' round trip and placement while it ran (RoundTripMonitor.between; None without a monitor)."""
     points = [(0.0, 0)] + [(r["elapsed_s"], r["step"]) for r in records if r["split"] == "train"]
     out, start = [], points[0]
+    # The perf_counter() at training time 0, from the first log line: the monitor's samples are on that clock.
+    first = points[1][1] if len(points) > 1 else None
+    clock0 = seen[first][1] - points[1][0] if first in seen else None
 
     def window(t: float, step: int) -> dict:
+        cpus = monitor.between(clock0 + start[0], clock0 + t) if monitor and clock0 is not None else UNMEASURED
         return {"start_s": round(start[0], 1), "end_s": round(t, 1), "steps": step - start[1],
-                "steps_per_s": round((step - start[1]) / (t - start[0]), 1), "rss_mb": round(rss.get(step, 0))}
+                "steps_per_s": round((step - start[1]) / (t - start[0]), 1),
+                "rss_mb": round(seen.get(step, (0.0, 0.0))[0])} | cpus
 
     for t, step in points[1:]:
         if t - start[0] >= width:
@@ -133,16 +150,38 @@ def subnormals(run: Path) -> dict[str, int]:
     return counts
 
 
-def run_one(name: str, seconds: float, window: float, workdir: Path) -> dict:
+def rates_by_placement(rates: list[dict]) -> dict[str, list[float]]:
+    """{"near"/"far": steps/s of the windows with the CPUs so placed, in order} ("mixed" windows left out)."""
+    out: dict[str, list[float]] = {}
+    for r in rates:
+        if r["placement"] in ("near", "far"):
+            out.setdefault(r["placement"], []).append(r["steps_per_s"])
+    return out
+
+
+def same_placement(rates: list[dict]) -> dict[str, float]:
+    """{"near"/"far": the median steps/s of the later half of the windows with the CPUs so placed over that of the
+    earlier half} for each placement seen in at least two windows: whether steps/s drift while the machine stays
+    the same. Medians, as one 5 s window swings by 10% on this machine."""
+    return {k: round(statistics.median(v[len(v) // 2:]) / statistics.median(v[: len(v) // 2]), 3)
+            for k, v in rates_by_placement(rates).items() if len(v) >= 2}
+
+
+def by_placement(rates: list[dict]) -> dict[str, float]:
+    """{"near"/"far": median steps/s of the windows with the CPUs so placed}: what the placement costs."""
+    return {k: round(statistics.median(v), 1) for k, v in rates_by_placement(rates).items()}
+
+
+def run_one(name: str, seconds: float, window: float, workdir: Path, monitor: RoundTripMonitor | None) -> dict:
     model, options = FAMILIES[name]
     options = options | TRAIN | {"max_seconds": seconds}
     out = workdir / name
     before = resource.getrusage(resource.RUSAGE_SELF)
-    with memory_at_log_lines() as rss, quiet():
+    with at_log_lines() as seen, quiet():
         summary = genlab.train(model, out, options)
     after = resource.getrusage(resource.RUSAGE_SELF)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    rates = windows(records, window, rss)
+    rates = windows(records, window, seen, monitor)
     if not rates:
         raise SystemExit(f"{name}: {summary['steps']} steps in {summary['train_seconds']:.0f} s is less than one "
                          f"window of --window {window} s with a log line every 10 steps")
@@ -156,17 +195,25 @@ def run_one(name: str, seconds: float, window: float, workdir: Path) -> dict:
         "rss_mb_first_window": rates[0]["rss_mb"], "rss_mb_last_window": rates[-1]["rss_mb"],
         "subnormals": subnormals(out), "page_faults": after.ru_minflt - before.ru_minflt,
         "kernel_cpu_s": round(after.ru_stime - before.ru_stime, 1), "windows": rates,
+        "same_placement_later_over_earlier": same_placement(rates), "median_steps_per_s": by_placement(rates),
     }
 
 
+MARK = {"near": "n", "far": "f", "mixed": "m", None: ""}  # a window's placement, after its steps/s
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| family | data | steps | first steps/s | last steps/s | last/first | slowest/first "
-             "| RSS MB first → last | subnormals weights / optimizer | page faults / step | kernel CPU s |",
-             "|" + "---|" * 11]
+    lines = ["| family | data | steps | steps/s per window (CPUs near/far/mixed) | last/first | slowest/first "
+             "| later/earlier half, same placement | median steps/s near / far | RSS MB first → last "
+             "| subnormals weights / optimizer | page faults / step | kernel CPU s |",
+             "|" + "---|" * 12]
     for r in rows:
         sub = r["subnormals"]
-        lines.append(f"| {r['name']} | {r['options']['data']} | {r['steps']:,} | {r['first_steps_per_s']} | "
-                     f"{r['last_steps_per_s']} | {r['last_over_first']:.2f} | {r['min_over_first']:.2f} | "
+        per_window = ", ".join(f"{w['steps_per_s']:g}{MARK[w['placement']]}" for w in r["windows"])
+        same = ", ".join(f"{k} {v:.2f}" for k, v in r["same_placement_later_over_earlier"].items()) or "–"
+        medians = " / ".join(f"{r['median_steps_per_s'].get(k, '–')}" for k in ("near", "far"))
+        lines.append(f"| {r['name']} | {r['options']['data']} | {r['steps']:,} | {per_window} | "
+                     f"{r['last_over_first']:.2f} | {r['min_over_first']:.2f} | {same} | {medians} | "
                      f"{r['rss_mb_first_window']} → {r['rss_mb_last_window']} | {sub['model']:,} / {sub['optim']:,} | "
                      f"{r['page_faults'] / r['steps']:,.0f} | {r['kernel_cpu_s']} |")
     return "\n".join(lines)
@@ -177,9 +224,10 @@ def machine() -> dict[str, Any]:
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_at_end": os.getloadavg()}
 
 
-def plain_control(seconds: float, window: float) -> list[float]:
+def plain_control(seconds: float, window: float, monitor: RoundTripMonitor | None) -> list[dict]:
     """Steps/s per window of a plain PyTorch loop with no genlab code: an MLP autoencoder on one fixed batch of 128
-    random "images", fused AdamW, subnormals flushed on the calling thread. Whether a slowdown is the machine's."""
+    random "images", fused AdamW, subnormals flushed on the calling thread. Whether a slowdown is the machine's.
+    Each window: {"steps_per_s", "round_trip_ns", "placement"}."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 64), torch.nn.ReLU(),
                               torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 784))
@@ -195,7 +243,8 @@ def plain_control(seconds: float, window: float) -> list[float]:
         opt.step()
         steps += 1
         if now - last >= window:
-            rates.append(round(steps / (now - last), 1))
+            rates.append({"steps_per_s": round(steps / (now - last), 1)}
+                         | (monitor.between(last, now) if monitor else UNMEASURED))
             steps, last = 0, now
     torch.set_flush_denormal(False)
     return rates
@@ -216,6 +265,8 @@ def main() -> None:
                         help="keep freed memory for reuse (the trainer's way) or glibc's default policy")
     parser.add_argument("--plain-control", action="store_true",
                         help="also time a plain PyTorch loop (no genlab code): is a slowdown the machine's?")
+    parser.add_argument("--no-round-trip", dest="round_trip", action="store_false",
+                        help="do not sample the round trip between the two CPUs (core_latency.py) during the runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json", help="JSON results")
     args = parser.parse_args()
     if args.threads:
@@ -227,20 +278,28 @@ def main() -> None:
     if args.malloc == "default":  # the trainer calls the name it imported
         genlab.trainer.keep_freed_memory = lambda: False  # type: ignore[attr-defined]
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        monitor = None
+        if args.round_trip:
+            try:
+                monitor = stack.enter_context(RoundTripMonitor())
+            except ProbeUnavailable as e:
+                print(f"no round-trip column: {e}", file=sys.stderr)
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for name in FAMILIES:
             if args.only and name not in args.only:
                 continue
-            rows.append(run_one(name, args.seconds, args.window, Path(tmp)))
+            rows.append(run_one(name, args.seconds, args.window, tmp, monitor))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "options"}), flush=True)
-    control = plain_control(args.seconds, args.window) if args.plain_control else None
+        control = plain_control(args.seconds, args.window, monitor) if args.plain_control else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, {"machine": machine(), "seconds_per_run": args.seconds, "window_s": args.window,
                                  "flush_denormal": args.flush, "malloc": args.malloc, "runs": rows,
                                  "plain_control_steps_per_s": control})
     print(table(rows))
     if control is not None:
-        print(f"\nplain PyTorch loop (no genlab), steps/s per {args.window:g} s window: {control}")
+        per_window = ", ".join(f"{w['steps_per_s']:g}{MARK[w['placement']]}" for w in control)
+        print(f"\nplain PyTorch loop (no genlab), steps/s per {args.window:g} s window: {per_window}")
     print(f"\nmachine: {machine()}; flush subnormals: {args.flush}; malloc: {args.malloc}")
 
 
