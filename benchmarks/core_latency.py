@@ -9,6 +9,7 @@ with nothing else running.
 """
 
 import argparse
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -16,6 +17,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -99,7 +101,8 @@ class RoundTripMonitor:
             self.samples.append((time.perf_counter(), round_trip_ns()))
 
     def __enter__(self) -> "RoundTripMonitor":
-        cpu_pair(), _lib()  # fail here, and compile before the clock starts
+        cpu_pair()  # fail here rather than in the thread
+        _lib()  # and compile before the clock starts
         self._thread.start()
         return self
 
@@ -119,7 +122,24 @@ class RoundTripMonitor:
                 "far_share": round(places.count("far") / len(places), 2) if places else None}
 
 
-UNMEASURED = {"round_trip_ns": None, "placement": None, "far_share": None}  # RoundTripMonitor.between, no monitor
+UNMEASURED = {"round_trip_ns": None, "placement": None, "far_share": None}  # RoundTripMonitor.between, no samples
+
+
+class NoMonitor:
+    """Stands in for RoundTripMonitor where the probe is not wanted or cannot run: every span unmeasured."""
+
+    def between(self, start: float, end: float) -> dict[str, Any]:
+        return dict(UNMEASURED)
+
+
+def start_monitor(stack: contextlib.ExitStack) -> RoundTripMonitor | NoMonitor:
+    """A RoundTripMonitor entered on `stack`; NoMonitor, with a note on standard error, where the probe cannot run
+    (the timings then go without the placement beside them)."""
+    try:
+        return stack.enter_context(RoundTripMonitor())
+    except ProbeUnavailable as e:
+        print(f"no CPU placement beside the timings: {e}", file=sys.stderr)
+        return NoMonitor()
 
 
 def placement(ns: float) -> str:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 import genlab
-from core_latency import ProbeUnavailable, RoundTripMonitor
+from core_latency import start_monitor
 from genlab.config import from_dict
 from genlab.data.text import TextDataConfig, evaluation_text
 
@@ -147,24 +147,18 @@ def side_by_side(workdir: Path) -> dict:
     Where the hypervisor had put the two CPUs during each side's training goes beside it ("cpus": a round trip
     far apart costs small-kernel work up to a third of its speed here; see core_latency.py)."""
     with contextlib.ExitStack() as stack:
-        try:
-            monitor = stack.enter_context(RoundTripMonitor())
-        except ProbeUnavailable as e:
-            monitor = None
-            print(f"no CPU placement beside the timings: {e}", file=sys.stderr)
+        monitor = start_monitor(stack)
         print("-- nanoGPT: train.py " + " ".join(NANOGPT_FLAGS), flush=True)
         t0 = time.perf_counter()
         sides = {"nanogpt": run_nanogpt(workdir / "nanogpt")}
         nano = sides["nanogpt"]
-        if monitor:
-            nano["cpus"] = monitor.between(t0, time.perf_counter())
+        nano["cpus"] = monitor.between(t0, time.perf_counter())
         print(json.dumps(nano), flush=True)
         for name, extra in GENLAB_SIDES.items():
             print(f"-- {name}: {nano['loop_seconds']:.1f} s (nanoGPT's training loop), {extra}", flush=True)
             t0 = time.perf_counter()
             sides[name] = run_genlab(workdir / name, nano["loop_seconds"], GENLAB_OPTIONS | extra)
-            if monitor:
-                sides[name]["cpus"] = monitor.between(t0, time.perf_counter())
+            sides[name]["cpus"] = monitor.between(t0, time.perf_counter())
             print(json.dumps(sides[name]), flush=True)
 
     # The validation characters of each side: nanoGPT's val.bin, genlab's validation split (as `genlab eval`).

@@ -41,7 +41,6 @@ import json
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -54,7 +53,7 @@ import genlab
 import genlab.cpu
 import genlab.trainer
 import lm
-from core_latency import UNMEASURED, ProbeUnavailable, RoundTripMonitor
+from core_latency import UNMEASURED, NoMonitor, RoundTripMonitor, start_monitor
 from genlab.checkpoint import CHECKPOINT, atomic_write_json, load_tensors
 from genlab.data.images import FASHION_DIR
 from genlab.progress import quiet
@@ -106,10 +105,10 @@ def at_log_lines() -> Iterator[dict[int, tuple[float, float]]]:
 
 
 def windows(records: list[dict], width: float, seen: dict[int, tuple[float, float]],
-            monitor: RoundTripMonitor | None) -> list[dict]:
+            monitor: RoundTripMonitor | NoMonitor) -> list[dict]:
     """Steps/s in consecutive windows of `width` seconds of training time, from the train log lines (the last,
     partial window only when it spans at least half a window), with the resident memory at each window's end and
-    the two CPUs' round trip and placement while it ran (RoundTripMonitor.between; None without a monitor)."""
+    the two CPUs' round trip and placement while it ran (RoundTripMonitor.between)."""
     points = [(0.0, 0)] + [(r["elapsed_s"], r["step"]) for r in records if r["split"] == "train"]
     out, start = [], points[0]
     # The perf_counter() at training time 0, from the first log line: the monitor's samples are on that clock.
@@ -117,7 +116,7 @@ def windows(records: list[dict], width: float, seen: dict[int, tuple[float, floa
     clock0 = seen[first][1] - points[1][0] if first in seen else None
 
     def window(t: float, step: int) -> dict:
-        cpus = monitor.between(clock0 + start[0], clock0 + t) if monitor and clock0 is not None else UNMEASURED
+        cpus = monitor.between(clock0 + start[0], clock0 + t) if clock0 is not None else UNMEASURED
         return {"start_s": round(start[0], 1), "end_s": round(t, 1), "steps": step - start[1],
                 "steps_per_s": round((step - start[1]) / (t - start[0]), 1),
                 "rss_mb": round(seen.get(step, (0.0, 0.0))[0])} | cpus
@@ -172,7 +171,7 @@ def by_placement(rates: list[dict]) -> dict[str, float]:
     return {k: round(statistics.median(v), 1) for k, v in rates_by_placement(rates).items()}
 
 
-def run_one(name: str, seconds: float, window: float, workdir: Path, monitor: RoundTripMonitor | None) -> dict:
+def run_one(name: str, seconds: float, window: float, workdir: Path, monitor: RoundTripMonitor | NoMonitor) -> dict:
     model, options = FAMILIES[name]
     options = options | TRAIN | {"max_seconds": seconds}
     out = workdir / name
@@ -224,7 +223,7 @@ def machine() -> dict[str, Any]:
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average_at_end": os.getloadavg()}
 
 
-def plain_control(seconds: float, window: float, monitor: RoundTripMonitor | None) -> list[dict]:
+def plain_control(seconds: float, window: float, monitor: RoundTripMonitor | NoMonitor) -> list[dict]:
     """Steps/s per window of a plain PyTorch loop with no genlab code: an MLP autoencoder on one fixed batch of 128
     random "images", fused AdamW, subnormals flushed on the calling thread. Whether a slowdown is the machine's.
     Each window: {"steps_per_s", "round_trip_ns", "placement"}."""
@@ -243,8 +242,7 @@ def plain_control(seconds: float, window: float, monitor: RoundTripMonitor | Non
         opt.step()
         steps += 1
         if now - last >= window:
-            rates.append({"steps_per_s": round(steps / (now - last), 1)}
-                         | (monitor.between(last, now) if monitor else UNMEASURED))
+            rates.append({"steps_per_s": round(steps / (now - last), 1)} | monitor.between(last, now))
             steps, last = 0, now
     torch.set_flush_denormal(False)
     return rates
@@ -279,12 +277,7 @@ def main() -> None:
         genlab.trainer.keep_freed_memory = lambda: False  # type: ignore[attr-defined]
     rows = []
     with contextlib.ExitStack() as stack:
-        monitor = None
-        if args.round_trip:
-            try:
-                monitor = stack.enter_context(RoundTripMonitor())
-            except ProbeUnavailable as e:
-                print(f"no round-trip column: {e}", file=sys.stderr)
+        monitor = start_monitor(stack) if args.round_trip else NoMonitor()
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for name in FAMILIES:
             if args.only and name not in args.only:
